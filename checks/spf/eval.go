@@ -1,0 +1,455 @@
+package spf
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/senderguard/senderguard/checks/resolver"
+)
+
+// Limits of RFC 7208 §4.6.4.
+const (
+	maxLookups      = 10
+	maxVoidLookups  = 2
+	maxMXAddrs      = 10
+	maxPTRNames     = 10
+	maxDomainLength = 253
+)
+
+// Checker evaluates SPF policies. Its fields are read-only once in use.
+type Checker struct {
+	Resolver resolver.Querier
+	// Receiver is our host name, for %{r} in explanations.
+	Receiver string
+	// Now is the clock for %{t}; nil means time.Now.
+	Now func() time.Time
+}
+
+// Option adjusts one evaluation.
+type Option func(*evaluation)
+
+// WithTrace receives one line per evaluation step, for "senderguard spf -v".
+func WithTrace(f func(string)) Option { return func(e *evaluation) { e.trace = f } }
+
+// CheckHELO checks the HELO identity (RFC 7208 §2.3) as the sender
+// postmaster@helo.
+func (c *Checker) CheckHELO(ctx context.Context, ip netip.Addr, helo string, opts ...Option) Result {
+	return c.check(ctx, HELO, ip, helo, "postmaster@"+helo, opts)
+}
+
+// CheckMailFrom checks the MAIL FROM identity (RFC 7208 §2.4). An empty
+// sender (the null reverse path) checks postmaster@helo instead.
+func (c *Checker) CheckMailFrom(ctx context.Context, ip netip.Addr, helo, sender string, opts ...Option) Result {
+	if sender == "" {
+		return c.check(ctx, HELO, ip, helo, "postmaster@"+helo, opts)
+	}
+	return c.check(ctx, MailFrom, ip, helo, sender, opts)
+}
+
+func (c *Checker) check(ctx context.Context, id Identity, ip netip.Addr, helo, sender string, opts []Option) Result {
+	ip = ip.Unmap() // RFC 7208 §5: an IPv4-mapped address is IPv4
+	local, domain := splitSender(sender)
+	e := &evaluation{c: c, ctx: ctx, ip: ip}
+	e.env = macroEnv{sender: local + "@" + domain, local: local, senderDomain: domain, ip: ip, helo: helo, receiver: c.Receiver, now: c.Now}
+	e.env.validatedName = e.validatedName
+	for _, o := range opts {
+		o(e)
+	}
+	h := e.checkHost(domain, true)
+	res := Result{
+		Status: h.status, Identity: id, IP: ip, Sender: e.env.sender,
+		Domain: h.domain, Mechanism: h.mech, Explanation: h.explanation, Problem: h.problem,
+		Lookups: e.lookups, VoidLookups: e.voids,
+	}
+	e.tracef("result %s (lookups %d, void %d)", res.Status, e.lookups, e.voids)
+	return res
+}
+
+// splitSender splits at the last "@"; a missing local part becomes
+// "postmaster" (RFC 7208 §4.3).
+func splitSender(sender string) (local, domain string) {
+	i := strings.LastIndexByte(sender, '@')
+	if i < 0 {
+		return "postmaster", sender
+	}
+	local, domain = sender[:i], sender[i+1:]
+	if local == "" {
+		local = "postmaster"
+	}
+	return local, domain
+}
+
+type evaluation struct {
+	c              *Checker
+	ctx            context.Context
+	ip             netip.Addr
+	env            macroEnv
+	lookups, voids int
+	trace          func(string)
+	validated      []string // validated PTR names, for %{p}
+	validatedDone  bool
+}
+
+// hostResult is the outcome of check_host() for one domain.
+type hostResult struct {
+	status      Status
+	domain      string
+	mech        string
+	explanation string
+	problem     error
+}
+
+func (e *evaluation) tracef(format string, args ...any) {
+	if e.trace != nil {
+		e.trace(fmt.Sprintf(format, args...))
+	}
+}
+
+func errResult(status Status, domain string, err error) hostResult {
+	return hostResult{status: status, domain: domain, problem: err}
+}
+
+// checkHost is check_host() of RFC 7208 §4. top marks the evaluation whose
+// fail result needs an explanation (not one reached through include).
+func (e *evaluation) checkHost(domain string, top bool) hostResult {
+	domain = strings.TrimSuffix(domain, ".")
+	if !validDomain(domain) {
+		e.tracef("%q is not a valid domain name: none", domain)
+		return hostResult{status: None, domain: domain} // RFC 7208 §4.3
+	}
+	txt, err := e.lookupRecord(domain)
+	if err != nil {
+		status := PermError
+		if errors.Is(err, resolver.ErrTemporary) {
+			status = TempError
+		}
+		return errResult(status, domain, err)
+	}
+	if txt == "" {
+		e.tracef("%s: no SPF record: none", domain)
+		return hostResult{status: None, domain: domain}
+	}
+	e.tracef("%s: %q", domain, txt)
+	rec, err := parseRecord(txt)
+	if err != nil {
+		return errResult(PermError, domain, fmt.Errorf("%s: %w", domain, err))
+	}
+	saved := e.env.domain
+	e.env.domain = domain
+	defer func() { e.env.domain = saved }()
+
+	for i := range rec.mechs {
+		m := &rec.mechs[i]
+		match, err := e.match(m)
+		if err != nil {
+			status := PermError
+			if errors.Is(err, resolver.ErrTemporary) {
+				status = TempError
+			}
+			e.tracef("%s: %s: %s (%v)", domain, m.text, status, err)
+			return hostResult{status: status, domain: domain, mech: m.text, problem: fmt.Errorf("%s: %s: %w", domain, m.text, err)}
+		}
+		e.tracef("%s: %s: match=%v", domain, m.text, match)
+		if match {
+			r := hostResult{status: m.qualifier, domain: domain, mech: m.text}
+			if r.status == Fail && top {
+				r.explanation = e.explain(rec)
+			}
+			return r
+		}
+	}
+	if rec.redirect != nil {
+		// RFC 7208 §6.1: only reached when no mechanism matched (an "all"
+		// anywhere always matches, so it also overrides redirect).
+		if err := e.countLookup(); err != nil {
+			return errResult(PermError, domain, err)
+		}
+		target := e.expandDomain(rec.redirect)
+		e.tracef("%s: redirect=%s", domain, target)
+		r := e.checkHost(target, top)
+		if r.status == None {
+			return errResult(PermError, target, fmt.Errorf("%w: redirect=%s", ErrNoRecord, target))
+		}
+		return r
+	}
+	return hostResult{status: Neutral, domain: domain} // RFC 7208 §4.7
+}
+
+// lookupRecord returns the single v=spf1 record of domain, "" when there is
+// none.
+func (e *evaluation) lookupRecord(domain string) (string, error) {
+	a, err := e.c.Resolver.Query(e.ctx, domain, dns.TypeTXT)
+	if err != nil {
+		return "", err
+	}
+	found := ""
+	n := 0
+	for _, t := range a.TXT {
+		if isSPFRecord(t) {
+			found = t
+			n++
+		}
+	}
+	if n > 1 {
+		return "", fmt.Errorf("%s: %w", domain, ErrMultipleRecords)
+	}
+	return found, nil
+}
+
+func (e *evaluation) countLookup() error {
+	e.lookups++
+	if e.lookups > maxLookups {
+		return ErrTooManyLookups
+	}
+	return nil
+}
+
+func (e *evaluation) countVoid(a *resolver.Answer) error {
+	if a.Void() {
+		e.voids++
+		if e.voids > maxVoidLookups {
+			return ErrTooManyVoidLookups
+		}
+	}
+	return nil
+}
+
+func (e *evaluation) match(m *mechanism) (bool, error) {
+	switch m.kind {
+	case "all":
+		return true, nil
+	case "ip4", "ip6":
+		return m.prefix.Contains(e.ip), nil
+	}
+	if err := e.countLookup(); err != nil {
+		return false, err
+	}
+	target := e.env.domain
+	if m.domain != nil {
+		target = e.expandDomain(m.domain)
+	}
+	switch m.kind {
+	case "include":
+		r := e.checkHost(target, false)
+		switch r.status {
+		case Pass:
+			return true, nil
+		case TempError:
+			return false, r.problem
+		case PermError:
+			return false, r.problem
+		case None:
+			return false, fmt.Errorf("%w: include:%s", ErrNoRecord, target)
+		}
+		return false, nil
+	case "a":
+		return e.matchHost(target, m, true)
+	case "mx":
+		return e.matchMX(target, m)
+	case "ptr":
+		return e.matchPTR(target)
+	case "exists":
+		a, err := e.query(target, dns.TypeA)
+		if err != nil || a == nil {
+			return false, err
+		}
+		return len(a.Addrs) > 0, e.countVoid(a)
+	}
+	return false, fmt.Errorf("%w: mechanism %q", ErrSyntax, m.kind)
+}
+
+// query asks the resolver; an unusable name is a void answer, not a query.
+func (e *evaluation) query(name string, qtype uint16) (*resolver.Answer, error) {
+	if !validQueryName(name) {
+		e.tracef("%q is not a valid name; treated as void", name)
+		return &resolver.Answer{Rcode: resolver.NXDomain}, nil
+	}
+	return e.c.Resolver.Query(e.ctx, name, qtype)
+}
+
+func (e *evaluation) addrType() uint16 {
+	if e.ip.Is4() {
+		return dns.TypeA
+	}
+	return dns.TypeAAAA
+}
+
+// matchHost looks up host's addresses of the client's family and compares
+// them under the term's prefix lengths. primary counts void answers.
+func (e *evaluation) matchHost(host string, m *mechanism, primary bool) (bool, error) {
+	a, err := e.query(host, e.addrType())
+	if err != nil {
+		return false, err
+	}
+	if primary {
+		if err := e.countVoid(a); err != nil {
+			return false, err
+		}
+	}
+	bits := m.cidr4
+	if !e.ip.Is4() {
+		bits = m.cidr6
+	}
+	for _, addr := range a.Addrs {
+		if bits < 0 {
+			if addr == e.ip {
+				return true, nil
+			}
+			continue
+		}
+		if p, err := addr.Prefix(bits); err == nil && p.Contains(e.ip) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+func (e *evaluation) matchMX(target string, m *mechanism) (bool, error) {
+	a, err := e.query(target, dns.TypeMX)
+	if err != nil {
+		return false, err
+	}
+	if err := e.countVoid(a); err != nil {
+		return false, err
+	}
+	if len(a.MX) > maxMXAddrs {
+		return false, fmt.Errorf("%w: %s has %d", ErrTooManyMX, target, len(a.MX))
+	}
+	for _, mx := range a.MX {
+		if mx.Host == "" {
+			continue // null MX (RFC 7505)
+		}
+		ok, err := e.matchHost(mx.Host, m, false)
+		if err != nil || ok {
+			return ok, err
+		}
+	}
+	return false, nil
+}
+
+// validatedNames returns the client's PTR names whose addresses include the
+// client (RFC 7208 §5.5). DNS errors make names drop out, never temperror.
+func (e *evaluation) validatedNames() []string {
+	if e.validatedDone {
+		return e.validated
+	}
+	e.validatedDone = true
+	rev, err := dns.ReverseAddr(e.ip.String())
+	if err != nil {
+		return nil
+	}
+	a, err := e.c.Resolver.Query(e.ctx, rev, dns.TypePTR)
+	if err != nil {
+		return nil
+	}
+	names := a.PTR
+	if len(names) > maxPTRNames {
+		names = names[:maxPTRNames]
+	}
+	for _, name := range names {
+		aa, err := e.query(name, e.addrType())
+		if err != nil {
+			continue
+		}
+		for _, addr := range aa.Addrs {
+			if addr == e.ip {
+				e.validated = append(e.validated, name)
+				break
+			}
+		}
+	}
+	return e.validated
+}
+
+func (e *evaluation) matchPTR(target string) (bool, error) {
+	target = strings.ToLower(target)
+	for _, name := range e.validatedNames() {
+		if name == target || strings.HasSuffix(name, "."+target) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// validatedName is %{p}: a validated name equal to, else under, the
+// current domain, else any validated name, else "unknown" (RFC 7208 §7.3).
+func (e *evaluation) validatedName() string {
+	names := e.validatedNames()
+	d := strings.ToLower(e.env.domain)
+	for _, n := range names {
+		if n == d {
+			return n
+		}
+	}
+	for _, n := range names {
+		if strings.HasSuffix(n, "."+d) {
+			return n
+		}
+	}
+	if len(names) > 0 {
+		return names[0]
+	}
+	return "unknown"
+}
+
+// expandDomain expands a domain-spec and shortens it from the left to at
+// most 253 characters (RFC 7208 §7.3).
+func (e *evaluation) expandDomain(ms *macroString) string {
+	d := strings.TrimSuffix(ms.expand(&e.env), ".")
+	for len(d) > maxDomainLength {
+		i := strings.IndexByte(d, '.')
+		if i < 0 {
+			break
+		}
+		d = d[i+1:]
+	}
+	return d
+}
+
+// explain returns the exp= text for a fail, or the default (RFC 7208 §6.2).
+func (e *evaluation) explain(rec *record) string {
+	if rec.exp == nil {
+		return DefaultExplanation
+	}
+	target := e.expandDomain(rec.exp)
+	a, err := e.query(target, dns.TypeTXT)
+	if err != nil || len(a.TXT) != 1 {
+		e.tracef("exp=%s: no single TXT record; default explanation", target)
+		return DefaultExplanation
+	}
+	ms, err := parseMacroString(a.TXT[0], macroLettersExp)
+	if err != nil {
+		e.tracef("exp=%s: %v; default explanation", target, err)
+		return DefaultExplanation
+	}
+	return ms.expand(&e.env)
+}
+
+// validDomain is the check of RFC 7208 §4.3: a multi-label name with
+// labels of 1 to 63 octets, at most 253 octets, and a proper top label.
+func validDomain(d string) bool {
+	if !validQueryName(d) || !strings.Contains(d, ".") {
+		return false
+	}
+	return isTopLabel(d[strings.LastIndexByte(d, '.')+1:])
+}
+
+// validQueryName checks the DNS limits of a name we are about to ask for.
+func validQueryName(d string) bool {
+	d = strings.TrimSuffix(d, ".")
+	if d == "" || len(d) > maxDomainLength {
+		return false
+	}
+	for _, l := range strings.Split(d, ".") {
+		if l == "" || len(l) > 63 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,239 @@
+// Package config holds senderguard's settings: embedded defaults, a YAML
+// file (unknown keys are errors, errors carry file and line) and flag
+// overrides, validated once at load.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Config is the whole effective configuration.
+type Config struct {
+	Listen          string   `yaml:"listen"`
+	MetricsListen   string   `yaml:"metrics_listen"`
+	DryRun          bool     `yaml:"dry_run"`
+	TrustedNetworks Networks `yaml:"trusted_networks"`
+	// Hostname names us in headers (receiver=, authserv-id) and in our
+	// callout EHLO; empty means the machine's host name.
+	Hostname                   string   `yaml:"hostname"`
+	AuthservID                 string   `yaml:"authserv_id"`
+	RemoveForgedAuthResults    bool     `yaml:"remove_forged_authentication_results"`
+	RejectAt                   string   `yaml:"reject_at"`
+	AlwaysAcceptRecipients     []string `yaml:"always_accept_recipients"`
+	StageBudget                Duration `yaml:"stage_budget"`
+	ShutdownGrace              Duration `yaml:"shutdown_grace"`
+	SkipAuthenticated          bool     `yaml:"skip_authenticated"`
+	Log                        Log      `yaml:"log"`
+	DNS                        DNS      `yaml:"dns"`
+	SPF                        SPF      `yaml:"spf"`
+	Callout                    Callout  `yaml:"callout"`
+	Actions                    Actions  `yaml:"actions"`
+}
+
+type Log struct {
+	Format string `yaml:"format"` // text or json
+	Level  string `yaml:"level"`  // debug, info, warn, error
+}
+
+type DNS struct {
+	Servers     []string `yaml:"servers"` // empty: /etc/resolv.conf
+	Timeout     Duration `yaml:"timeout"`
+	Attempts    int      `yaml:"attempts"`
+	CacheSize   int      `yaml:"cache_size"`
+	MinTTL      Duration `yaml:"min_ttl"`
+	MaxTTL      Duration `yaml:"max_ttl"`
+	NegativeTTL Duration `yaml:"negative_ttl"`
+}
+
+type SPF struct {
+	CheckHELO     bool      `yaml:"check_helo"`
+	CheckMailFrom bool      `yaml:"check_mailfrom"`
+	Whitelist     Whitelist `yaml:"whitelist"`
+}
+
+// Whitelist lists clients, sender domains and HELO names never judged.
+type Whitelist struct {
+	Networks      Networks `yaml:"networks"`
+	SenderDomains []string `yaml:"sender_domains"`
+	HeloNames     []string `yaml:"helo_names"`
+}
+
+type Callout struct {
+	Enabled      bool     `yaml:"enabled"`
+	ProbeOn      []string `yaml:"probe_on"` // SPF results that lead to a probe
+	Port         int      `yaml:"port"`
+	Helo         string   `yaml:"helo"`      // EHLO name of our probes; empty: hostname
+	MailFrom     string   `yaml:"mail_from"` // reverse path of our probes; empty: <>
+	AllowPrivate bool     `yaml:"allow_private"`
+	Async        bool     `yaml:"async"`
+	CatchAllTest bool     `yaml:"catch_all_test"`
+	StepTimeout  Duration `yaml:"step_timeout"`
+	ProbeTimeout Duration `yaml:"probe_timeout"`
+	CacheSize    int      `yaml:"cache_size"`
+	TTLExists    Duration `yaml:"ttl_exists"`
+	TTLNotExists Duration `yaml:"ttl_not_exists"`
+	TTLUnknown   Duration `yaml:"ttl_unknown"`
+	RefreshAfter Duration `yaml:"refresh_after"`
+	BreakerTTL   Duration `yaml:"breaker_ttl"`
+	GreylistRetry         Duration `yaml:"greylist_retry"`
+	GlobalConcurrency     int      `yaml:"global_concurrency"`
+	PerDomainConcurrency  int      `yaml:"per_domain_concurrency"`
+	PerDomainRatePerMinute int     `yaml:"per_domain_rate_per_minute"`
+}
+
+// SPFActions maps each SPF result to an action.
+type SPFActions struct {
+	Pass      Action `yaml:"pass"`
+	Fail      Action `yaml:"fail"`
+	Softfail  Action `yaml:"softfail"`
+	Neutral   Action `yaml:"neutral"`
+	None      Action `yaml:"none"`
+	TempError Action `yaml:"temperror"`
+	PermError Action `yaml:"permerror"`
+}
+
+// CalloutActions maps each callout classification to an action.
+type CalloutActions struct {
+	Exists     Action `yaml:"exists"`
+	NotExists  Action `yaml:"not-exists"`
+	CatchAll   Action `yaml:"catch-all"`
+	NullMX     Action `yaml:"null-mx"`
+	NoMailHost Action `yaml:"no-mail-host"`
+	Unknown    Action `yaml:"unknown"`
+	// InProgress answers while an asynchronous probe is still running.
+	InProgress Action `yaml:"in-progress"`
+}
+
+type Actions struct {
+	SPFMailFrom SPFActions     `yaml:"spf_mailfrom"`
+	SPFHelo     SPFActions     `yaml:"spf_helo"`
+	Callout     CalloutActions `yaml:"callout"`
+}
+
+func mustAction(s string) Action {
+	a, err := ParseAction(s)
+	if err != nil {
+		panic(err)
+	}
+	return a
+}
+
+// Default is the embedded production policy.
+func Default() *Config {
+	accept := mustAction("accept")
+	return &Config{
+		Listen:                  "inet:127.0.0.1:8896",
+		MetricsListen:           "127.0.0.1:9896",
+		TrustedNetworks:         Networks{mustPrefix("127.0.0.0/8"), mustPrefix("::1/128")},
+		RemoveForgedAuthResults: true,
+		RejectAt:                "rcpt",
+		AlwaysAcceptRecipients:  []string{"postmaster", "abuse"},
+		StageBudget:             Duration(4e9),
+		ShutdownGrace:           Duration(30e9),
+		SkipAuthenticated:       true,
+		Log:                     Log{Format: "text", Level: "info"},
+		DNS: DNS{Timeout: Duration(2e9), Attempts: 2, CacheSize: 100000,
+			MaxTTL: Duration(24 * 3600e9), NegativeTTL: Duration(900e9)},
+		SPF: SPF{CheckHELO: true, CheckMailFrom: true},
+		Callout: Callout{
+			Enabled: true, ProbeOn: []string{"none", "neutral", "softfail"}, Port: 25, Async: true,
+			StepTimeout: Duration(10e9), ProbeTimeout: Duration(60e9), CacheSize: 100000,
+			TTLExists: Duration(31 * 24 * 3600e9), TTLNotExists: Duration(3 * 24 * 3600e9),
+			TTLUnknown: Duration(300e9), RefreshAfter: Duration(7 * 24 * 3600e9),
+			BreakerTTL: Duration(3600e9), GreylistRetry: Duration(300e9),
+			GlobalConcurrency: 50, PerDomainConcurrency: 2, PerDomainRatePerMinute: 20,
+		},
+		Actions: Actions{
+			SPFMailFrom: SPFActions{Pass: accept, Fail: mustAction("reject 550 5.7.23"), Softfail: accept,
+				Neutral: accept, None: accept, TempError: mustAction("tempfail 451 4.7.24"), PermError: accept},
+			SPFHelo: SPFActions{Pass: accept, Fail: mustAction("reject 550 5.7.23"), Softfail: accept,
+				Neutral: accept, None: accept, TempError: accept, PermError: accept},
+			Callout: CalloutActions{Exists: accept, NotExists: mustAction("reject 550 5.1.7"),
+				CatchAll: accept, NullMX: mustAction("reject 550 5.7.27"), NoMailHost: mustAction("reject 550 5.1.8"),
+				Unknown: accept, InProgress: mustAction("tempfail 451 4.7.1")},
+		},
+	}
+}
+
+func mustPrefix(s string) (p Prefix) {
+	p, err := ParsePrefix(s)
+	if err != nil {
+		panic(err)
+	}
+	return p
+}
+
+// Load reads path over the defaults. Errors name the file and line.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// Parse decodes YAML data over the defaults and validates the result.
+func Parse(name string, data []byte) (*Config, error) {
+	c := Default()
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, cleanYAMLError(err))
+	}
+	if len(root.Content) > 0 {
+		dec := yaml.NewDecoder(bytes.NewReader(data))
+		dec.KnownFields(true)
+		if err := dec.Decode(c); err != nil && !errors.Is(err, errEOF) {
+			return nil, fmt.Errorf("%s: %w", name, cleanYAMLError(err))
+		}
+	}
+	if err := c.Validate(); err != nil {
+		var fe *FieldError
+		if errors.As(err, &fe) {
+			if line := lineOf(&root, fe.Path); line > 0 {
+				return nil, fmt.Errorf("%s: line %d: %s: %s", name, line, fe.Path, fe.Reason)
+			}
+		}
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return c, nil
+}
+
+var errEOF = errors.New("EOF")
+
+func cleanYAMLError(err error) error {
+	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+}
+
+// lineOf finds the line of a dotted key path in a YAML document.
+func lineOf(root *yaml.Node, path string) int {
+	n := root
+	if n.Kind == yaml.DocumentNode && len(n.Content) > 0 {
+		n = n.Content[0]
+	}
+	line := 0
+	for _, key := range strings.Split(path, ".") {
+		if n.Kind != yaml.MappingNode {
+			return line
+		}
+		found := false
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if n.Content[i].Value == key {
+				line, n, found = n.Content[i].Line, n.Content[i+1], true
+				break
+			}
+		}
+		if !found {
+			return line
+		}
+	}
+	return line
+}
+
+// Marshal renders the effective configuration as YAML.
+func (c *Config) Marshal() ([]byte, error) { return yaml.Marshal(c) }

@@ -1,0 +1,129 @@
+package config
+
+import (
+	"encoding"
+	"fmt"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// FieldError is a validation problem at a dotted key path.
+type FieldError struct {
+	Path   string
+	Reason string
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Reason }
+
+func fieldErr(path, format string, args ...any) error {
+	return &FieldError{Path: path, Reason: fmt.Sprintf(format, args...)}
+}
+
+// scalarYAML decodes a scalar through UnmarshalText and puts the line in
+// any error (yaml.v3 drops it for TextUnmarshaler errors).
+func scalarYAML(n *yaml.Node, t encoding.TextUnmarshaler) error {
+	if n.Kind != yaml.ScalarNode {
+		return fmt.Errorf("line %d: want a single value", n.Line)
+	}
+	if err := t.UnmarshalText([]byte(n.Value)); err != nil {
+		return fmt.Errorf("line %d: %v", n.Line, err)
+	}
+	return nil
+}
+
+func (a *Action) UnmarshalYAML(n *yaml.Node) error   { return scalarYAML(n, a) }
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error { return scalarYAML(n, d) }
+func (p *Prefix) UnmarshalYAML(n *yaml.Node) error   { return scalarYAML(n, p) }
+
+func (a Action) MarshalYAML() (any, error)   { return a.String(), nil }
+func (d Duration) MarshalYAML() (any, error) { return d.D().String(), nil }
+func (p Prefix) MarshalYAML() (any, error)   { return p.String(), nil }
+
+// Validate checks everything a type cannot check on its own.
+func (c *Config) Validate() error {
+	if err := validateSocket(c.Listen); err != nil {
+		return fieldErr("listen", "%v", err)
+	}
+	if c.MetricsListen != "" && !strings.Contains(c.MetricsListen, ":") {
+		return fieldErr("metrics_listen", "want HOST:PORT, or empty to disable")
+	}
+	switch c.RejectAt {
+	case "rcpt", "mail":
+	default:
+		return fieldErr("reject_at", "must be rcpt or mail, not %q", c.RejectAt)
+	}
+	if c.StageBudget <= 0 {
+		return fieldErr("stage_budget", "must be positive")
+	}
+	switch c.Log.Format {
+	case "text", "json":
+	default:
+		return fieldErr("log.format", "must be text or json, not %q", c.Log.Format)
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		return fieldErr("log.level", "must be debug, info, warn or error, not %q", c.Log.Level)
+	}
+	for _, s := range c.DNS.Servers {
+		if !strings.Contains(s, ":") {
+			return fieldErr("dns.servers", "%q: want HOST:PORT", s)
+		}
+	}
+	if c.DNS.Timeout <= 0 || c.DNS.Attempts < 1 || c.DNS.CacheSize < 1 {
+		return fieldErr("dns", "timeout, attempts and cache_size must be positive")
+	}
+	if c.DNS.MaxTTL > 0 && c.DNS.MinTTL > c.DNS.MaxTTL {
+		return fieldErr("dns.min_ttl", "is above max_ttl")
+	}
+	for _, s := range c.Callout.ProbeOn {
+		switch s {
+		case "none", "neutral", "softfail", "permerror", "temperror", "pass":
+		default:
+			return fieldErr("callout.probe_on", "%q is not an SPF result a probe can follow", s)
+		}
+	}
+	co := c.Callout
+	if co.Port < 1 || co.Port > 65535 {
+		return fieldErr("callout.port", "must be 1-65535")
+	}
+	if co.StepTimeout <= 0 || co.ProbeTimeout <= 0 || co.CacheSize < 1 {
+		return fieldErr("callout", "step_timeout, probe_timeout and cache_size must be positive")
+	}
+	if co.GlobalConcurrency < 1 || co.PerDomainConcurrency < 1 || co.PerDomainRatePerMinute < 1 {
+		return fieldErr("callout", "concurrency and rate limits must be positive")
+	}
+	if co.TTLExists <= 0 || co.TTLNotExists <= 0 || co.TTLUnknown <= 0 {
+		return fieldErr("callout", "cache TTLs must be positive")
+	}
+	for _, r := range c.AlwaysAcceptRecipients {
+		if strings.ContainsAny(r, " \t\r\n") || r == "" {
+			return fieldErr("always_accept_recipients", "%q is not a local part or address", r)
+		}
+	}
+	return nil
+}
+
+func validateSocket(s string) error {
+	switch {
+	case strings.HasPrefix(s, "unix:") && len(s) > 5:
+		return nil
+	case strings.HasPrefix(s, "inet:") && strings.Contains(s[5:], ":"):
+		return nil
+	case strings.HasPrefix(s, "inet6:") && strings.Contains(s[6:], ":"):
+		return nil
+	}
+	return fmt.Errorf("%q: want inet:HOST:PORT or unix:PATH", s)
+}
+
+// SocketAddr splits a milter socket spec into a Go network and address.
+func SocketAddr(s string) (network, address string) {
+	switch {
+	case strings.HasPrefix(s, "unix:"):
+		return "unix", s[5:]
+	case strings.HasPrefix(s, "inet6:"):
+		return "tcp", s[6:]
+	}
+	return "tcp", strings.TrimPrefix(s, "inet:")
+}
