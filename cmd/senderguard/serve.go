@@ -1,4 +1,222 @@
 package main
 
-func runServe(args []string) int { return 2 }
-func runCheckConfig(args []string) int { return 2 }
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/senderguard/senderguard/checks/spf"
+	"github.com/senderguard/senderguard/config"
+	"github.com/senderguard/senderguard/filter"
+	"github.com/senderguard/senderguard/metrics"
+)
+
+// loadConfig reads path (or the embedded defaults) and applies the flags.
+func loadConfig(path string, ov *config.Overrides) (*config.Config, error) {
+	cfg := config.Default()
+	if path != "" {
+		var err error
+		if cfg, err = config.Load(path); err != nil {
+			return nil, err
+		}
+	}
+	if err := ov.Apply(cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func newLogger(cfg *config.Config, level *slog.LevelVar) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	setLevel(level, cfg)
+	if cfg.Log.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+func setLevel(level *slog.LevelVar, cfg *config.Config) {
+	var l slog.Level
+	_ = l.UnmarshalText([]byte(cfg.Log.Level))
+	level.Set(l)
+}
+
+func runCheckConfig(args []string) int {
+	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
+	path := fs.String("config", "", "config file to validate")
+	ov := config.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig(*path, ov)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "senderguard: invalid configuration:", err)
+		return 1
+	}
+	out, err := cfg.Marshal()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "senderguard:", err)
+		return 1
+	}
+	os.Stdout.Write(out)
+	return 0
+}
+
+func runServe(args []string) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	path := fs.String("config", "", "YAML config file (default: embedded defaults)")
+	ov := config.BindFlags(fs)
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	cfg, err := loadConfig(*path, ov)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "senderguard: invalid configuration:", err)
+		return 1
+	}
+	level := new(slog.LevelVar)
+	logger := newLogger(cfg, level)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg, version)
+
+	q, err := newQuerier(nil, cfg.DNS, metricHooks(m))
+	if err != nil {
+		logger.Error("DNS resolver", "err", err)
+		return 1
+	}
+	deps := filter.Deps{
+		SPF:     &spf.Checker{Resolver: q, Receiver: filter.Hostname(cfg)},
+		Log:     logger,
+		Metrics: m,
+	}
+	prober, stopProber, err := newVerifier(cfg, q, m, logger)
+	if err != nil {
+		logger.Error("callout", "err", err)
+		return 1
+	}
+	defer stopProber()
+	if prober != nil {
+		deps.Callout = prober
+	}
+	f := filter.New(cfg, deps)
+	log.SetFlags(0)
+	log.SetOutput(f.LibraryLog()) // go-milter logs protocol errors with package log
+
+	network, addr := config.SocketAddr(cfg.Listen)
+	if network == "unix" {
+		_ = os.Remove(addr) // a stale socket from an earlier run
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		logger.Error("milter listen", "listen", cfg.Listen, "err", err)
+		return 1
+	}
+	if network == "unix" {
+		_ = os.Chmod(addr, 0o666) // the MTA runs as another user
+	}
+	srv := filter.NewServer(f)
+	var ready atomic.Bool
+	httpSrv := startHTTP(cfg.MetricsListen, reg, &ready, logger)
+
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(ln) }()
+	ready.Store(true)
+	logger.Info("senderguard serving", "version", version, "listen", cfg.Listen, "metrics", cfg.MetricsListen, "dry_run", cfg.DryRun, "config", *path)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	for {
+		select {
+		case err := <-serveErr:
+			if err != nil {
+				logger.Error("milter server stopped", "err", err)
+				return 1
+			}
+			return 0
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP {
+				reload(f, *path, ov, level, m, logger)
+				continue
+			}
+			logger.Info("draining", "signal", sig.String(), "grace", f.Config().ShutdownGrace.D())
+			ready.Store(false)
+			ctx, cancel := context.WithTimeout(context.Background(), f.Config().ShutdownGrace.D())
+			err := srv.Shutdown(ctx)
+			cancel()
+			if httpSrv != nil {
+				sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+				_ = httpSrv.Shutdown(sctx)
+				scancel()
+			}
+			if err != nil {
+				logger.Warn("drain ended by grace period; open sessions closed", "err", err)
+			}
+			logger.Info("stopped")
+			return 0
+		}
+	}
+}
+
+// reload swaps in a new configuration, or keeps the old one when the new
+// one is broken.
+func reload(f *filter.Filter, path string, ov *config.Overrides, level *slog.LevelVar, m *metrics.Metrics, logger *slog.Logger) {
+	cfg, err := loadConfig(path, ov)
+	if err != nil {
+		m.ConfigReloads.WithLabelValues("failure").Inc()
+		logger.Error("reload failed; keeping the running configuration", "err", err)
+		return
+	}
+	old := f.Config()
+	if old.Listen != cfg.Listen || old.MetricsListen != cfg.MetricsListen || fmt.Sprint(old.DNS) != fmt.Sprint(cfg.DNS) ||
+		old.Callout.CacheSize != cfg.Callout.CacheSize {
+		logger.Warn("listen addresses, DNS and cache sizes change only on restart")
+	}
+	f.Apply(cfg)
+	setLevel(level, cfg)
+	m.ConfigReloads.WithLabelValues("success").Inc()
+	logger.Info("configuration reloaded", "config", path, "dry_run", cfg.DryRun)
+}
+
+func startHTTP(addr string, reg *prometheus.Registry, ready *atomic.Bool, logger *slog.Logger) *http.Server {
+	if addr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	srv := &http.Server{Addr: addr, Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		logger.Error("metrics listen failed; serving mail without metrics", "addr", addr, "err", err)
+		return nil
+	}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("metrics server", "err", err)
+		}
+	}()
+	return srv
+}

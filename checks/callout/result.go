@@ -1,0 +1,73 @@
+// Package callout verifies a sender address by asking the sender domain's
+// own mail server (a "callout", sender address verification): MX lookup,
+// EHLO, MAIL FROM:<>, RCPT TO:<sender>, QUIT, and a typed classification.
+package callout
+
+import (
+	"fmt"
+	"time"
+)
+
+// Class is a probe's classification.
+type Class string
+
+const (
+	Exists     Class = "exists"       // RCPT answered 2xx
+	NotExists  Class = "not-exists"   // RCPT answered 5xx
+	CatchAll   Class = "catch-all"    // the server also accepts a random local part
+	NullMX     Class = "null-mx"      // RFC 7505: the domain accepts no mail
+	NoMailHost Class = "no-mail-host" // no MX and no address
+	Unknown    Class = "unknown"      // 4xx, timeouts, errors, refusal of our probe
+	// InProgress is not a probe result: an asynchronous probe is still
+	// running when the stage's budget ends.
+	InProgress Class = "in-progress"
+)
+
+// Classes lists the probe classifications, for configuration and metrics.
+var Classes = []Class{Exists, NotExists, CatchAll, NullMX, NoMailHost, Unknown}
+
+// Reply is one SMTP reply: code, enhanced status code (RFC 3463) and text.
+type Reply struct {
+	Code     int
+	Enhanced string
+	Text     string // lines joined with " ", bounded
+}
+
+func (r *Reply) String() string {
+	if r == nil {
+		return ""
+	}
+	s := fmt.Sprint(r.Code)
+	if r.Enhanced != "" {
+		s += " " + r.Enhanced
+	}
+	if r.Text != "" {
+		s += " " + r.Text
+	}
+	return s
+}
+
+// Result is a classification with the decisive evidence.
+type Result struct {
+	Class    Class
+	Address  string
+	Host     string // the mail host whose reply decided
+	Step     string // the dialogue step that decided (banner, ehlo, mail, rcpt, ...)
+	Reply    *Reply // the decisive reply, if any
+	Err      error  // the decisive error, if any (timeouts, refused connections)
+	Cached   bool   // answered from the cache
+	Duration time.Duration
+}
+
+// Evidence is the decisive reply or error in one line.
+func (r *Result) Evidence() string {
+	switch {
+	case r.Reply != nil && r.Host != "":
+		return fmt.Sprintf("%s: %s: %s", r.Host, r.Step, r.Reply)
+	case r.Reply != nil:
+		return r.Reply.String()
+	case r.Err != nil:
+		return r.Err.Error()
+	}
+	return ""
+}

@@ -1,0 +1,224 @@
+package config
+
+import (
+	"flag"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// setter applies one flag value to a Config.
+type setter func(c *Config, v string) error
+
+type flagDef struct {
+	name, usage string
+	boolean     bool
+	set         setter
+}
+
+// Overrides are the flags given on the command line; they win over the
+// config file and the defaults.
+type Overrides struct {
+	defs  map[string]flagDef
+	given []struct{ name, value string }
+}
+
+type flagValue struct {
+	o    *Overrides
+	name string
+	def  flagDef
+}
+
+func (v *flagValue) String() string   { return "" }
+func (v *flagValue) IsBoolFlag() bool { return v.def.boolean }
+func (v *flagValue) Set(s string) error {
+	// Validate now so a bad flag fails at parse time with its name.
+	if err := v.def.set(Default(), s); err != nil {
+		return err
+	}
+	v.o.given = append(v.o.given, struct{ name, value string }{v.name, s})
+	return nil
+}
+
+// BindFlags defines one flag per setting on fs.
+func BindFlags(fs *flag.FlagSet) *Overrides {
+	o := &Overrides{defs: map[string]flagDef{}}
+	for _, d := range flagDefs() {
+		o.defs[d.name] = d
+		fs.Var(&flagValue{o: o, name: d.name, def: d}, d.name, d.usage)
+	}
+	return o
+}
+
+// Apply sets the given flags on c, in command-line order, and validates.
+func (o *Overrides) Apply(c *Config) error {
+	for _, g := range o.given {
+		if err := o.defs[g.name].set(c, g.value); err != nil {
+			return fmt.Errorf("-%s: %w", g.name, err)
+		}
+	}
+	return c.Validate()
+}
+
+func str(f func(c *Config) *string) setter {
+	return func(c *Config, v string) error { *f(c) = v; return nil }
+}
+
+func boolean(f func(c *Config) *bool) setter {
+	return func(c *Config, v string) error {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			return fmt.Errorf("want true or false, not %q", v)
+		}
+		*f(c) = b
+		return nil
+	}
+}
+
+func integer(f func(c *Config) *int) setter {
+	return func(c *Config, v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			return fmt.Errorf("want a number, not %q", v)
+		}
+		*f(c) = n
+		return nil
+	}
+}
+
+func duration(f func(c *Config) *Duration) setter {
+	return func(c *Config, v string) error { return f(c).UnmarshalText([]byte(v)) }
+}
+
+func list(f func(c *Config) *[]string) setter {
+	return func(c *Config, v string) error {
+		var out []string
+		for _, s := range strings.Split(v, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				out = append(out, s)
+			}
+		}
+		*f(c) = out
+		return nil
+	}
+}
+
+func networks(f func(c *Config) *Networks) setter {
+	return func(c *Config, v string) error {
+		n, err := ParseNetworks(v)
+		if err != nil {
+			return err
+		}
+		*f(c) = n
+		return nil
+	}
+}
+
+func action(f func(c *Config) *Action) setter {
+	return func(c *Config, v string) error { return f(c).UnmarshalText([]byte(v)) }
+}
+
+func flagDefs() []flagDef {
+	d := []flagDef{
+		{name: "listen", usage: "milter socket: inet:HOST:PORT or unix:PATH (default inet:127.0.0.1:8896)", set: str(func(c *Config) *string { return &c.Listen })},
+		{name: "metrics-listen", usage: "HOST:PORT for /metrics, /healthz, /readyz; empty disables (default 127.0.0.1:9896)", set: str(func(c *Config) *string { return &c.MetricsListen })},
+		{name: "dns", usage: "DNS servers HOST:PORT[,HOST:PORT...] (default: /etc/resolv.conf)", set: list(func(c *Config) *[]string { return &c.DNS.Servers })},
+		{name: "dry-run", boolean: true, usage: "never tempfail or reject; log and mark what would have happened", set: boolean(func(c *Config) *bool { return &c.DryRun })},
+		{name: "trusted-networks", usage: "CIDR[,CIDR...] of clients never judged; empty trusts no one (default 127.0.0.0/8,::1)", set: networks(func(c *Config) *Networks { return &c.TrustedNetworks })},
+		{name: "hostname", usage: "our name in headers and callout EHLO (default: host name)", set: str(func(c *Config) *string { return &c.Hostname })},
+		{name: "authserv-id", usage: "authserv-id of our Authentication-Results (default: hostname)", set: str(func(c *Config) *string { return &c.AuthservID })},
+		{name: "remove-forged-authentication-results", boolean: true, usage: "remove incoming Authentication-Results that claim our authserv-id (default true)", set: boolean(func(c *Config) *bool { return &c.RemoveForgedAuthResults })},
+		{name: "reject-at", usage: "stage where rejections are given: rcpt or mail (default rcpt)", set: str(func(c *Config) *string { return &c.RejectAt })},
+		{name: "always-accept-recipients", usage: "local parts or addresses never refused (default postmaster,abuse)", set: list(func(c *Config) *[]string { return &c.AlwaysAcceptRecipients })},
+		{name: "stage-budget", usage: "time the checks may take within one SMTP stage (default 4s)", set: duration(func(c *Config) *Duration { return &c.StageBudget })},
+		{name: "shutdown-grace", usage: "how long SIGTERM waits for open sessions (default 30s)", set: duration(func(c *Config) *Duration { return &c.ShutdownGrace })},
+		{name: "skip-authenticated", boolean: true, usage: "do not judge SASL-authenticated clients (default true)", set: boolean(func(c *Config) *bool { return &c.SkipAuthenticated })},
+		{name: "log-format", usage: "text or json (default text)", set: str(func(c *Config) *string { return &c.Log.Format })},
+		{name: "log-level", usage: "debug, info, warn or error (default info)", set: str(func(c *Config) *string { return &c.Log.Level })},
+		{name: "dns-timeout", usage: "per-query timeout (default 2s)", set: duration(func(c *Config) *Duration { return &c.DNS.Timeout })},
+		{name: "dns-attempts", usage: "rounds over the DNS servers (default 2)", set: integer(func(c *Config) *int { return &c.DNS.Attempts })},
+		{name: "dns-cache-size", usage: "DNS answers cached (default 100000)", set: integer(func(c *Config) *int { return &c.DNS.CacheSize })},
+		{name: "dns-min-ttl", usage: "floor for cached DNS answers (default 0s)", set: duration(func(c *Config) *Duration { return &c.DNS.MinTTL })},
+		{name: "dns-max-ttl", usage: "cap for cached DNS answers (default 24h)", set: duration(func(c *Config) *Duration { return &c.DNS.MaxTTL })},
+		{name: "dns-negative-ttl", usage: "cap for cached negative answers (default 15m)", set: duration(func(c *Config) *Duration { return &c.DNS.NegativeTTL })},
+		{name: "spf-check-helo", boolean: true, usage: "check the HELO identity (default true)", set: boolean(func(c *Config) *bool { return &c.SPF.CheckHELO })},
+		{name: "spf-check-mailfrom", boolean: true, usage: "check the MAIL FROM identity (default true)", set: boolean(func(c *Config) *bool { return &c.SPF.CheckMailFrom })},
+		{name: "whitelist-networks", usage: "CIDR[,CIDR...] of clients not judged", set: networks(func(c *Config) *Networks { return &c.SPF.Whitelist.Networks })},
+		{name: "whitelist-sender-domains", usage: "sender domains (and subdomains) not judged", set: list(func(c *Config) *[]string { return &c.SPF.Whitelist.SenderDomains })},
+		{name: "whitelist-helo-names", usage: "HELO names not judged", set: list(func(c *Config) *[]string { return &c.SPF.Whitelist.HeloNames })},
+		{name: "callout", boolean: true, usage: "enable callback verification (default true)", set: boolean(func(c *Config) *bool { return &c.Callout.Enabled })},
+		{name: "callout-probe-on", usage: "SPF results that lead to a probe (default none,neutral,softfail)", set: list(func(c *Config) *[]string { return &c.Callout.ProbeOn })},
+		{name: "callout-port", usage: "SMTP port of probed mail hosts (default 25)", set: integer(func(c *Config) *int { return &c.Callout.Port })},
+		{name: "callout-helo", usage: "EHLO name of our probes (default: hostname)", set: str(func(c *Config) *string { return &c.Callout.Helo })},
+		{name: "callout-mail-from", usage: "reverse path of our probes (default: the null sender)", set: str(func(c *Config) *string { return &c.Callout.MailFrom })},
+		{name: "callout-allow-private", boolean: true, usage: "allow probing loopback and private addresses (test setups only)", set: boolean(func(c *Config) *bool { return &c.Callout.AllowPrivate })},
+		{name: "callout-async", boolean: true, usage: "let probes finish in the background after the stage budget (default true)", set: boolean(func(c *Config) *bool { return &c.Callout.Async })},
+		{name: "callout-catch-all-test", boolean: true, usage: "also probe a random local part to detect catch-all domains", set: boolean(func(c *Config) *bool { return &c.Callout.CatchAllTest })},
+		{name: "callout-step-timeout", usage: "deadline of one SMTP step of a probe (default 10s)", set: duration(func(c *Config) *Duration { return &c.Callout.StepTimeout })},
+		{name: "callout-probe-timeout", usage: "deadline of a whole probe over all MX hosts (default 60s)", set: duration(func(c *Config) *Duration { return &c.Callout.ProbeTimeout })},
+		{name: "callout-cache-size", usage: "addresses cached (default 100000)", set: integer(func(c *Config) *int { return &c.Callout.CacheSize })},
+		{name: "callout-ttl-exists", usage: "cache time of exists (default 31d)", set: duration(func(c *Config) *Duration { return &c.Callout.TTLExists })},
+		{name: "callout-ttl-not-exists", usage: "cache time of not-exists (default 3d)", set: duration(func(c *Config) *Duration { return &c.Callout.TTLNotExists })},
+		{name: "callout-ttl-unknown", usage: "cache time of unknown (default 5m)", set: duration(func(c *Config) *Duration { return &c.Callout.TTLUnknown })},
+		{name: "callout-refresh-after", usage: "age after which a used positive entry is refreshed (default 7d)", set: duration(func(c *Config) *Duration { return &c.Callout.RefreshAfter })},
+		{name: "callout-breaker-ttl", usage: "how long a host that refuses our probes is left alone (default 1h)", set: duration(func(c *Config) *Duration { return &c.Callout.BreakerTTL })},
+		{name: "callout-greylist-retry", usage: "delay of the background re-probe after a 4xx at RCPT (default 5m)", set: duration(func(c *Config) *Duration { return &c.Callout.GreylistRetry })},
+		{name: "callout-global-concurrency", usage: "probes running at once (default 50)", set: integer(func(c *Config) *int { return &c.Callout.GlobalConcurrency })},
+		{name: "callout-per-domain-concurrency", usage: "probes at once per domain (default 2)", set: integer(func(c *Config) *int { return &c.Callout.PerDomainConcurrency })},
+		{name: "callout-per-domain-rate", usage: "probes per minute per domain (default 20)", set: integer(func(c *Config) *int { return &c.Callout.PerDomainRatePerMinute })},
+	}
+	for _, id := range []string{"mailfrom", "helo"} {
+		for _, st := range []string{"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"} {
+			id, st := id, st
+			d = append(d, flagDef{name: "action-spf-" + id + "-" + st, usage: "action for SPF " + st + " of the " + id + " identity",
+				set: action(func(c *Config) *Action { return spfField(c, id, st) })})
+		}
+	}
+	for _, cl := range []string{"exists", "not-exists", "catch-all", "null-mx", "no-mail-host", "unknown", "in-progress"} {
+		cl := cl
+		d = append(d, flagDef{name: "action-callout-" + cl, usage: "action for callout result " + cl,
+			set: action(func(c *Config) *Action { return calloutField(c, cl) })})
+	}
+	return d
+}
+
+func spfField(c *Config, id, st string) *Action {
+	a := &c.Actions.SPFMailFrom
+	if id == "helo" {
+		a = &c.Actions.SPFHelo
+	}
+	switch st {
+	case "pass":
+		return &a.Pass
+	case "fail":
+		return &a.Fail
+	case "softfail":
+		return &a.Softfail
+	case "neutral":
+		return &a.Neutral
+	case "none":
+		return &a.None
+	case "temperror":
+		return &a.TempError
+	}
+	return &a.PermError
+}
+
+func calloutField(c *Config, cl string) *Action {
+	a := &c.Actions.Callout
+	switch cl {
+	case "exists":
+		return &a.Exists
+	case "not-exists":
+		return &a.NotExists
+	case "catch-all":
+		return &a.CatchAll
+	case "null-mx":
+		return &a.NullMX
+	case "no-mail-host":
+		return &a.NoMailHost
+	case "in-progress":
+		return &a.InProgress
+	}
+	return &a.Unknown
+}

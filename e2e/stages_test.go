@@ -1,0 +1,268 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"fmt"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+var tokens atomic.Int64
+
+func token(t testing.TB) string {
+	return fmt.Sprintf("%s-%d-%d", strings.NewReplacer("/", "-", " ", "-").Replace(t.Name()), time.Now().UnixNano()%1e6, tokens.Add(1))
+}
+
+// forEachMTA runs f against Postfix and Sendmail.
+func forEachMTA(t *testing.T, f func(t *testing.T, m *mtaInstance)) {
+	for _, m := range []*mtaInstance{h.postfix, h.sendmail} {
+		t.Run(m.name, func(t *testing.T) { f(t, m) })
+	}
+}
+
+func TestCleanMessageDeliveredWithHeaders(t *testing.T) {
+	forEachMTA(t, func(t *testing.T, m *mtaInstance) {
+		c := dial(t, m.addr, "127.0.0.10")
+		c.expect(250, "EHLO client.test")
+		c.expect(250, "MAIL FROM:<alice@pass.test> BODY=8BITMIME")
+		c.expect(250, "RCPT TO:<u@example.test>")
+		tok := token(t)
+		if r := c.data(tok); r.Code != 250 {
+			t.Fatalf("end of data: %v", r)
+		}
+		c.quit()
+		hdr := delivered(t, m, tok)
+		lines := headerLines(hdr)
+		// Our fields sit right below the MTA's own Received: line.
+		idx := -1
+		for i, l := range lines {
+			if strings.HasPrefix(l, "Received:") {
+				idx = i
+				break
+			}
+		}
+		if idx < 0 || idx+2 >= len(lines) {
+			t.Fatalf("no Received: line in\n%s", hdr)
+		}
+		wantAR := "Authentication-Results: mx.example.test; spf=pass smtp.mailfrom=alice@pass.test; spf=none smtp.helo=client.test"
+		if lines[idx+1] != wantAR {
+			t.Errorf("line after Received:\n got %q\nwant %q", lines[idx+1], wantAR)
+		}
+		if !strings.HasPrefix(lines[idx+2], "Received-SPF: pass (mx.example.test: domain of alice@pass.test designates 127.0.0.10 as permitted sender) client-ip=127.0.0.10; envelope-from=alice@pass.test; helo=client.test;") {
+			t.Errorf("Received-SPF line: %q", lines[idx+2])
+		}
+		line := decisionLine(t, "alice@pass.test")
+		for _, want := range []string{"spf_mailfrom=pass", "client_ip=127.0.0.10", "helo=client.test", "verdict=accept"} {
+			if !strings.Contains(line, want) {
+				t.Errorf("decision line lacks %q: %s", want, line)
+			}
+		}
+	})
+}
+
+func TestSPFFailRejectedAtRcptButPostmasterAccepted(t *testing.T) {
+	before := metric(t, `senderguard_verdicts_total{action="reject",stage="rcpt"}`)
+	forEachMTA(t, func(t *testing.T, m *mtaInstance) {
+		c := dial(t, m.addr, "127.0.0.11")
+		c.expect(250, "EHLO client.test")
+		c.expect(250, "MAIL FROM:<bob@fail.test>")
+		r := c.cmd("RCPT TO:<u@example.test>")
+		want := "5.7.23 "
+		if r.Code != 550 || !strings.Contains(r.Text, want) || !strings.Contains(r.Text, "SPF fail: sender bob@fail.test is not allowed to be sent from 127.0.0.11: 127.0.0.11 is not a mail server of fail.test") {
+			t.Fatalf("RCPT: got %v", r)
+		}
+		c.expect(250, "RCPT TO:<postmaster@example.test>")
+		c.quit()
+	})
+	if after := metric(t, `senderguard_verdicts_total{action="reject",stage="rcpt"}`); after < before+2 {
+		t.Errorf("reject counter moved from %v to %v, want +2", before, after)
+	}
+}
+
+func TestSPFTempErrorTempfails(t *testing.T) {
+	forEachMTA(t, func(t *testing.T, m *mtaInstance) {
+		c := dial(t, m.addr, "127.0.0.12")
+		c.expect(250, "EHLO client.test")
+		c.expect(250, "MAIL FROM:<carol@temp.test>")
+		r := c.cmd("RCPT TO:<u@example.test>")
+		if r.Code != 451 || !strings.Contains(r.Text, "4.7.24 ") {
+			t.Fatalf("RCPT: got %v, want 451 4.7.24", r)
+		}
+		c.quit()
+	})
+}
+
+func TestHeloFailRejected(t *testing.T) {
+	forEachMTA(t, func(t *testing.T, m *mtaInstance) {
+		c := dial(t, m.addr, "127.0.0.13")
+		c.expect(250, "EHLO badhelo.test")
+		c.expect(250, "MAIL FROM:<dave@pass.test>")
+		r := c.cmd("RCPT TO:<u@example.test>")
+		// Sendmail puts "<rcpt>... " between the status code and our text.
+		if r.Code != 550 || !strings.HasPrefix(r.Text, "5.7.23 ") || !strings.Contains(r.Text, "SPF fail: HELO name badhelo.test is not allowed to be sent from 127.0.0.13") {
+			t.Fatalf("RCPT: got %v", r)
+		}
+		c.quit()
+	})
+}
+
+func TestTrustedClientNotJudged(t *testing.T) {
+	forEachMTA(t, func(t *testing.T, m *mtaInstance) {
+		c := dial(t, m.addr, "127.0.0.1")
+		c.expect(250, "EHLO client.test")
+		c.expect(250, "MAIL FROM:<trusted@fail.test>")
+		c.expect(250, "RCPT TO:<u@example.test>")
+		tok := token(t)
+		if r := c.data(tok); r.Code != 250 {
+			t.Fatalf("end of data: %v", r)
+		}
+		c.quit()
+		hdr := delivered(t, m, tok)
+		if len(headerValues(hdr, "Received-SPF")) != 0 {
+			t.Errorf("trusted client judged:\n%s", hdr)
+		}
+		if l := decisionLine(t, "trusted@fail.test"); !strings.Contains(l, "skipped=trusted") {
+			t.Errorf("decision line: %s", l)
+		}
+	})
+}
+
+func TestAuthenticatedClientNotJudged(t *testing.T) {
+	// Postfix's XCLIENT LOGIN= makes the session SASL-authenticated, and
+	// Postfix then sends {auth_authen} with MAIL FROM.
+	c := dial(t, h.postfix.addr, "127.0.0.14")
+	c.expect(250, "EHLO client.test")
+	c.expect(220, "XCLIENT LOGIN=erin")
+	c.expect(250, "EHLO client.test")
+	c.expect(250, "MAIL FROM:<erin@fail.test>")
+	c.expect(250, "RCPT TO:<u@example.test>")
+	tok := token(t)
+	if r := c.data(tok); r.Code != 250 {
+		t.Fatalf("end of data: %v", r)
+	}
+	c.quit()
+	if l := decisionLine(t, "erin@fail.test"); !strings.Contains(l, "skipped=authenticated") || !strings.Contains(l, "auth=erin") {
+		t.Errorf("decision line: %s", l)
+	}
+}
+
+func TestXclientAddressWinsAndIPv6(t *testing.T) {
+	c := dial(t, h.postfix.addr, "127.0.0.15")
+	c.expect(250, "EHLO client.test")
+	c.expect(220, "XCLIENT ADDR=IPV6:2001:db8::25 NAME=[UNAVAILABLE]")
+	c.expect(250, "EHLO client.test")
+	c.expect(250, "MAIL FROM:<frank@pass.test>")
+	c.expect(250, "RCPT TO:<u@example.test>")
+	tok := token(t)
+	if r := c.data(tok); r.Code != 250 {
+		t.Fatalf("end of data: %v", r)
+	}
+	c.quit()
+	hdr := delivered(t, h.postfix, tok)
+	rs := headerValues(hdr, "Received-SPF")
+	if len(rs) != 1 || !strings.Contains(rs[0], "client-ip=2001:db8::25;") || !strings.HasPrefix(rs[0], "pass") {
+		t.Errorf("Received-SPF: %q", rs)
+	}
+}
+
+func TestSeveralMessagesOnOneConnection(t *testing.T) {
+	forEachMTA(t, func(t *testing.T, m *mtaInstance) {
+		c := dial(t, m.addr, "127.0.0.16")
+		c.expect(250, "EHLO client.test")
+		c.expect(250, "MAIL FROM:<grace@fail.test>")
+		if r := c.cmd("RCPT TO:<u@example.test>"); r.Code != 550 {
+			t.Fatalf("first message RCPT: %v", r)
+		}
+		c.expect(250, "RSET")
+		var toks []string
+		for i := 0; i < 2; i++ {
+			c.expect(250, "MAIL FROM:<heidi%d@pass.test>", i)
+			c.expect(250, "RCPT TO:<u@example.test>")
+			tok := token(t)
+			toks = append(toks, tok)
+			if r := c.data(tok); r.Code != 250 {
+				t.Fatalf("message %d: %v", i, r)
+			}
+		}
+		c.quit()
+		for i, tok := range toks {
+			hdr := delivered(t, m, tok)
+			rs := headerValues(hdr, "Received-SPF")
+			if len(rs) != 1 || !strings.Contains(rs[0], fmt.Sprintf("envelope-from=heidi%d@pass.test", i)) {
+				t.Errorf("message %d Received-SPF: %q", i, rs)
+			}
+		}
+	})
+}
+
+func TestForgedAuthenticationResultsRemoved(t *testing.T) {
+	forEachMTA(t, func(t *testing.T, m *mtaInstance) {
+		c := dial(t, m.addr, "127.0.0.17")
+		c.expect(250, "EHLO client.test")
+		c.expect(250, "MAIL FROM:<ivan@soft.test>")
+		c.expect(250, "RCPT TO:<u@example.test>")
+		tok := token(t)
+		r := c.data(tok,
+			"Authentication-Results: mx.example.test; spf=pass smtp.mailfrom=ivan@soft.test",
+			"Authentication-Results: other.example; dkim=pass header.d=soft.test")
+		if r.Code != 250 {
+			t.Fatalf("end of data: %v", r)
+		}
+		c.quit()
+		ars := headerValues(delivered(t, m, tok), "Authentication-Results")
+		want := []string{
+			"mx.example.test; spf=softfail smtp.mailfrom=ivan@soft.test; spf=none smtp.helo=client.test",
+			"other.example; dkim=pass header.d=soft.test",
+		}
+		if strings.Join(ars, "|") != strings.Join(want, "|") {
+			t.Errorf("Authentication-Results:\n got %q\nwant %q", ars, want)
+		}
+	})
+}
+
+// TestReloads runs last among the stage tests: it changes the policy.
+func TestReloads(t *testing.T) {
+	t.Run("broken config keeps serving", func(t *testing.T) {
+		failures := metric(t, `senderguard_config_reloads_total{result="failure"}`)
+		h.reload(t, baseConfig+"no_such_key: 1\n", false)
+		if got := metric(t, `senderguard_config_reloads_total{result="failure"}`); got != failures+1 {
+			t.Errorf("failure counter %v, want %v", got, failures+1)
+		}
+		if !strings.Contains(h.log(), "line 7: field no_such_key not found") {
+			t.Errorf("reload error does not name the line:\n%s", tail(h.log(), 3))
+		}
+		c := dial(t, h.postfix.addr, "127.0.0.18")
+		c.expect(250, "EHLO client.test")
+		c.expect(250, "MAIL FROM:<judy@fail.test>")
+		if r := c.cmd("RCPT TO:<u@example.test>"); r.Code != 550 {
+			t.Fatalf("old policy not in force: %v", r)
+		}
+		c.quit()
+	})
+	t.Run("dry run delivers and marks", func(t *testing.T) {
+		h.reload(t, baseConfig+"dry_run: true\n", true)
+		defer h.reload(t, baseConfig, true)
+		forEachMTA(t, func(t *testing.T, m *mtaInstance) {
+			c := dial(t, m.addr, "127.0.0.19")
+			c.expect(250, "EHLO client.test")
+			c.expect(250, "MAIL FROM:<ken@fail.test>")
+			c.expect(250, "RCPT TO:<u@example.test>")
+			tok := token(t)
+			if r := c.data(tok); r.Code != 250 {
+				t.Fatalf("end of data: %v", r)
+			}
+			c.quit()
+			hdr := delivered(t, m, tok)
+			xs := headerValues(hdr, "X-Senderguard")
+			if len(xs) != 1 || !strings.HasPrefix(xs[0], "dry-run=would-reject (550 5.7.23 SPF fail: sender ken@fail.test") {
+				t.Errorf("X-Senderguard: %q", xs)
+			}
+			if rs := headerValues(hdr, "Received-SPF"); len(rs) != 1 || !strings.HasPrefix(rs[0], "fail ") {
+				t.Errorf("Received-SPF: %q", rs)
+			}
+		})
+	})
+}

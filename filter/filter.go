@@ -1,0 +1,140 @@
+// Package filter is the milter edge of senderguard: one session value per
+// SMTP connection following each stage, the policy that turns check results
+// into verdicts, and the headers added at end of message. The milter library
+// stays in this package.
+package filter
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/senderguard/senderguard/checks/callout"
+	"github.com/senderguard/senderguard/checks/spf"
+	"github.com/senderguard/senderguard/config"
+	"github.com/senderguard/senderguard/metrics"
+)
+
+// Verifier is the callout seam: a cached prober answers within ctx.
+type Verifier interface {
+	Verify(ctx context.Context, address string) *callout.Result
+	// NullMX reports whether the domain publishes a null MX (RFC 7505);
+	// known is false when the lookup failed.
+	NullMX(ctx context.Context, domain string) (isNull, known bool)
+}
+
+// Deps are the long-lived parts every session uses.
+type Deps struct {
+	SPF     *spf.Checker
+	Callout Verifier // nil disables callouts
+	Log     *slog.Logger
+	Metrics *metrics.Metrics
+}
+
+// runtime is one immutable generation of configuration; SIGHUP swaps it.
+type runtime struct {
+	cfg        *config.Config
+	policy     *Policy
+	hostname   string
+	authservID string
+	probeOn    map[spf.Status]bool
+}
+
+// Filter is shared by all sessions.
+type Filter struct {
+	deps Deps
+	rt   atomic.Pointer[runtime]
+}
+
+// New returns a filter running cfg.
+func New(cfg *config.Config, deps Deps) *Filter {
+	if deps.Log == nil {
+		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	f := &Filter{deps: deps}
+	f.Apply(cfg)
+	return f
+}
+
+// Apply makes cfg the configuration of every message that starts from now.
+func (f *Filter) Apply(cfg *config.Config) {
+	rt := &runtime{cfg: cfg, policy: NewPolicy(cfg), hostname: Hostname(cfg), probeOn: map[spf.Status]bool{}}
+	rt.authservID = cfg.AuthservID
+	if rt.authservID == "" {
+		rt.authservID = rt.hostname
+	}
+	for _, s := range cfg.Callout.ProbeOn {
+		rt.probeOn[spf.Status(s)] = true
+	}
+	f.rt.Store(rt)
+}
+
+// Config is the configuration in force.
+func (f *Filter) Config() *config.Config { return f.rt.Load().cfg }
+
+// Hostname is cfg.Hostname or the machine's name.
+func Hostname(cfg *config.Config) string {
+	if cfg.Hostname != "" {
+		return cfg.Hostname
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return h
+}
+
+// skipReason tells why a message is not judged, "" when it is.
+func (rt *runtime) skipReason(s *session, m *message) string {
+	cfg := rt.cfg
+	switch {
+	case !s.conn.ip.IsValid():
+		return "no-client-ip"
+	case cfg.TrustedNetworks.Contains(s.conn.ip):
+		return "trusted"
+	case cfg.SkipAuthenticated && m.macros["{auth_authen}"] != "":
+		return "authenticated"
+	case cfg.SPF.Whitelist.Networks.Contains(s.conn.ip):
+		return "whitelist-network"
+	case matchName(cfg.SPF.Whitelist.HeloNames, s.conn.helo, false):
+		return "whitelist-helo"
+	case matchName(cfg.SPF.Whitelist.SenderDomains, domainOf(m.sender), true):
+		return "whitelist-sender"
+	}
+	return ""
+}
+
+// matchName compares names case-insensitively; with sub, a listed domain
+// also covers its subdomains.
+func matchName(list []string, name string, sub bool) bool {
+	if name == "" {
+		return false
+	}
+	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	for _, l := range list {
+		l = strings.TrimSuffix(strings.ToLower(l), ".")
+		if name == l || (sub && strings.HasSuffix(name, "."+l)) {
+			return true
+		}
+	}
+	return false
+}
+
+func domainOf(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return addr[i+1:]
+	}
+	return ""
+}
+
+func localPart(addr string) string {
+	if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		return addr[:i]
+	}
+	return addr
+}
+
+func since(t time.Time) float64 { return time.Since(t).Seconds() }

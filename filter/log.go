@@ -1,0 +1,62 @@
+package filter
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// logDecision writes the one decision line of the current message.
+func (s *session) logDecision(outcome string) {
+	msg := s.msg
+	if msg == nil || msg.logged {
+		return
+	}
+	msg.logged = true
+	qid := msg.macros["i"]
+	if qid == "" {
+		qid = "NOQUEUE"
+	}
+	attrs := []slog.Attr{
+		slog.String("queue_id", qid),
+		slog.String("client_ip", s.conn.ip.String()),
+		slog.String("helo", s.conn.helo),
+		slog.String("sender", msg.sender),
+		slog.String("outcome", outcome),
+	}
+	if len(msg.args) > 0 {
+		attrs = append(attrs, slog.String("esmtp_args", strings.Join(msg.args, " ")))
+	}
+	if u := msg.macros["{auth_authen}"]; u != "" {
+		attrs = append(attrs, slog.String("auth", u))
+	}
+	if msg.skip != "" {
+		attrs = append(attrs, slog.String("skipped", msg.skip))
+	}
+	f := &msg.facts
+	if r := f.SPFMail; r != nil {
+		attrs = append(attrs, slog.String("spf_mailfrom", string(r.Status)), slog.String("spf_mailfrom_mechanism", r.Mechanism))
+		if r.Problem != nil {
+			attrs = append(attrs, slog.String("spf_mailfrom_problem", r.Problem.Error()))
+		}
+	}
+	if r := f.SPFHelo; r != nil {
+		attrs = append(attrs, slog.String("spf_helo", string(r.Status)))
+	}
+	if c := f.Callout; c != nil {
+		attrs = append(attrs, slog.String("callout", string(c.Class)), slog.String("callout_evidence", c.Evidence()), slog.Bool("callout_cached", c.Cached))
+	}
+	v := msg.verdict
+	if v.Action != "" {
+		attrs = append(attrs, slog.String("verdict", string(v.Action)))
+	}
+	if v.Check != "" && v.Reply() != "" {
+		attrs = append(attrs, slog.String("decided_by", v.Check), slog.String("reply", v.Reply()), slog.String("stage", msg.applied))
+	}
+	if msg.rt.cfg.DryRun {
+		attrs = append(attrs, slog.Bool("dry_run", true))
+	}
+	attrs = append(attrs, slog.Duration("duration", time.Since(msg.start)))
+	s.f.deps.Log.LogAttrs(context.Background(), slog.LevelInfo, "decision", attrs...)
+}

@@ -1,0 +1,77 @@
+// Package metrics defines senderguard's Prometheus collectors. Nothing is
+// global: New registers everything on the registry it is given.
+package metrics
+
+import (
+	"runtime"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics holds every collector senderguard exports.
+type Metrics struct {
+	Sessions       prometheus.Counter
+	ActiveSessions prometheus.Gauge
+	Messages       prometheus.Counter
+	Verdicts       *prometheus.CounterVec   // stage, action
+	CheckResults   *prometheus.CounterVec   // check, result
+	CheckDuration  *prometheus.HistogramVec // check
+	CacheRequests  *prometheus.CounterVec   // cache, result (hit, miss)
+	CacheEvictions *prometheus.CounterVec   // cache
+	DNSQueries     *prometheus.CounterVec   // type, outcome
+	DNSDuration    prometheus.Histogram
+	MilterErrors   *prometheus.CounterVec // kind
+	ConfigReloads  *prometheus.CounterVec // result
+	Probes         *prometheus.CounterVec // result
+	ProbeDuration  prometheus.Histogram
+	ProbesSkipped  *prometheus.CounterVec // reason
+	BreakerTrips   prometheus.Counter
+	BuildInfo      *prometheus.GaugeVec
+}
+
+// New creates the collectors and registers them on reg.
+func New(reg prometheus.Registerer, version string) *Metrics {
+	const ns = "senderguard"
+	latency := []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
+	m := &Metrics{
+		Sessions: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "milter_sessions_total",
+			Help: "Milter sessions (SMTP connections) handled."}),
+		ActiveSessions: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "milter_sessions_active",
+			Help: "Milter sessions open now."}),
+		Messages: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "messages_total",
+			Help: "Messages (MAIL FROM transactions) judged or passed."}),
+		Verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "verdicts_total",
+			Help: "Verdicts by SMTP stage and action (accept, tempfail, reject, skip, dry_run_*)."}, []string{"stage", "action"}),
+		CheckResults: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "check_results_total",
+			Help: "Check results by check (spf_helo, spf_mailfrom, callout) and result."}, []string{"check", "result"}),
+		CheckDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "check_duration_seconds",
+			Help: "Time a check took inside an SMTP stage.", Buckets: latency}, []string{"check"}),
+		CacheRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "cache_requests_total",
+			Help: "Cache look-ups by cache (dns, callout) and result (hit, miss)."}, []string{"cache", "result"}),
+		CacheEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "cache_evictions_total",
+			Help: "Entries evicted from a full cache."}, []string{"cache"}),
+		DNSQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dns_queries_total",
+			Help: "DNS exchanges with upstream servers by type and outcome (noerror, nxdomain, servfail, timeout, error, ...)."}, []string{"type", "outcome"}),
+		DNSDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "dns_query_duration_seconds",
+			Help: "Duration of one DNS exchange.", Buckets: latency}),
+		MilterErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "milter_errors_total",
+			Help: "Milter protocol errors by kind (read, command, write, panic, unknown_command)."}, []string{"kind"}),
+		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "config_reloads_total",
+			Help: "Configuration reloads by result (success, failure)."}, []string{"result"}),
+		Probes: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "callout_probes_total",
+			Help: "Callout SMTP probes made, by classification."}, []string{"result"}),
+		ProbeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "callout_probe_duration_seconds",
+			Help: "Duration of one callout probe.", Buckets: latency}),
+		ProbesSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "callout_probes_skipped_total",
+			Help: "Probes not made because a limit or breaker applied, by reason."}, []string{"reason"}),
+		BreakerTrips: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "callout_breaker_trips_total",
+			Help: "Mail hosts or domains marked unprobeable because they refused our probes."}),
+		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "build_info",
+			Help: "Build information; always 1."}, []string{"version", "goversion"}),
+	}
+	reg.MustRegister(m.Sessions, m.ActiveSessions, m.Messages, m.Verdicts, m.CheckResults, m.CheckDuration,
+		m.CacheRequests, m.CacheEvictions, m.DNSQueries, m.DNSDuration, m.MilterErrors, m.ConfigReloads,
+		m.Probes, m.ProbeDuration, m.ProbesSkipped, m.BreakerTrips, m.BuildInfo)
+	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	return m
+}
