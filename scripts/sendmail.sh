@@ -5,11 +5,12 @@
 # syntax, e.g. inet:8896@127.0.0.1), mail for example.test accepted and kept
 # in the queue (queue-only: headers are in the qf* files). Debian's sendmail
 # conflicts with postfix, so its packages are unpacked (dpkg -x) under
-# $MTA_DIR/sendmail/root, never installed. Needs root.
+# $SENDMAIL_ROOT, never installed. Needs root and m4.
 set -eu
 cmd=${1:?usage: sendmail.sh up MILTER [LISTEN] | down}
 dir=${MTA_DIR:-/tmp/senderguard-mta}/sendmail
-root=$dir/root
+# The unpacked packages are kept outside $MTA_DIR so later runs reuse them.
+root=${SENDMAIL_ROOT:-/var/cache/senderguard-e2e/sendmail-root}
 sm=$root/usr/libexec/sendmail/sendmail
 
 stop() {
@@ -31,9 +32,12 @@ milter=${2:?usage: sendmail.sh up MILTER [LISTEN]}
 listen=${3:-127.0.0.1:2526}
 stop
 if [ ! -x "$sm" ]; then
-	mkdir -p "$dir/debs" "$root"
-	(cd "$dir/debs" && apt-get download sendmail-bin sendmail-base sendmail-cf >/dev/null)
-	for deb in "$dir"/debs/*.deb; do dpkg -x "$deb" "$root"; done
+	debs=$(mktemp -d)
+	chmod 777 "$debs" # apt-get download drops root privileges
+	(cd "$debs" && apt-get download sendmail-bin sendmail-base sendmail-cf >/dev/null)
+	mkdir -p "$root"
+	for deb in "$debs"/*.deb; do dpkg -x "$deb" "$root"; done
+	rm -rf "$debs"
 fi
 mkdir -p "$dir/queue" "$dir/run" "$dir/etc"
 chmod 700 "$dir/queue"

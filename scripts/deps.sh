@@ -1,0 +1,28 @@
+#!/bin/bash
+# scripts/deps.sh: installs what senderguard's tests need on Debian 12:
+# Postfix and swaks for the end-to-end tests, the libraries Debian's
+# Sendmail binaries need (Sendmail itself is unpacked by sendmail.sh, as it
+# conflicts with postfix), redis-server, and the Go modules.
+set -eu
+pkgs="postfix swaks m4 libdb5.3 libldap-2.5-0 liblockfile1 libnsl2 libsasl2-2 libssl3 libwrap0 iproute2"
+missing=
+for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
+if [ -n "$missing" ]; then
+	echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get -o DPkg::Lock::Timeout=600 install -y -qq $missing >/dev/null ||
+		{ apt-get -o DPkg::Lock::Timeout=600 update -qq && apt-get -o DPkg::Lock::Timeout=600 install -y -qq $missing >/dev/null; }
+fi
+# Unpack Sendmail now, so the first test run does not pay for it.
+root=${SENDMAIL_ROOT:-/var/cache/senderguard-e2e/sendmail-root}
+if [ ! -x "$root/usr/libexec/sendmail/sendmail" ]; then
+	debs=$(mktemp -d)
+	chmod 777 "$debs"
+	(cd "$debs" && apt-get download sendmail-bin sendmail-base sendmail-cf >/dev/null 2>&1) ||
+		{ apt-get -o DPkg::Lock::Timeout=600 update -qq && (cd "$debs" && apt-get download sendmail-bin sendmail-base sendmail-cf >/dev/null 2>&1); }
+	mkdir -p "$root"
+	for deb in "$debs"/*.deb; do dpkg -x "$deb" "$root"; done
+	rm -rf "$debs"
+fi
+cd "$(dirname "$0")/.."
+go mod download

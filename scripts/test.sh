@@ -1,0 +1,13 @@
+#!/bin/bash
+# scripts/test.sh: every test of senderguard, as CI runs them. Needs root
+# (Postfix and Sendmail run in the end-to-end suite) and Debian 12.
+set -eu
+cd "$(dirname "$0")/.."
+scripts/deps.sh
+echo "== go vet"
+go vet ./...
+go vet -tags e2e ./e2e
+echo "== unit and integration tests (race detector; includes the RFC 7208 conformance suite when ../shared/spf-suite exists)"
+go test -race -count=1 ./...
+echo "== end-to-end: real Postfix and Sendmail"
+go test -tags e2e -count=1 -v ./e2e
