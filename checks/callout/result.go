@@ -57,7 +57,13 @@ type Result struct {
 	Err      error  // the decisive error, if any (timeouts, refused connections)
 	Cached   bool   // answered from the cache
 	Duration time.Duration
+
+	refused    bool // the server refused us, not the address: open the breaker
+	greylisted bool // 4xx at RCPT: worth one re-probe later
 }
+
+// Refused reports whether the server refused the prober itself.
+func (r *Result) Refused() bool { return r.refused }
 
 // Evidence is the decisive reply or error in one line.
 func (r *Result) Evidence() string {

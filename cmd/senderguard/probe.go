@@ -1,3 +1,54 @@
 package main
 
-func runProbe(args []string) int { return 2 }
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/senderguard/senderguard/config"
+)
+
+func runProbe(args []string) int {
+	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprintln(os.Stderr, "usage: senderguard probe [-dns HOST:PORT] [-port N] [-helo NAME] [-callout-allow-private] [-v] ADDRESS")
+		fs.PrintDefaults()
+	}
+	dnsServers := fs.String("dns", "", "DNS servers HOST:PORT[,HOST:PORT...] (default: /etc/resolv.conf)")
+	port := fs.Int("port", 25, "SMTP port of the mail hosts")
+	helo := fs.String("helo", "", "our EHLO name (default: host name)")
+	allowPrivate := fs.Bool("callout-allow-private", false, "allow probing loopback and private addresses")
+	catchAll := fs.Bool("catch-all", false, "also probe a random local part")
+	timeout := fs.Duration("timeout", 60*time.Second, "time limit for the whole probe")
+	verbose := fs.Bool("v", false, "print the SMTP dialogue on stderr")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 2
+	}
+	cfg := config.Default()
+	cfg.Callout.Port, cfg.Callout.Helo, cfg.Callout.AllowPrivate, cfg.Callout.CatchAllTest = *port, *helo, *allowPrivate, *catchAll
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "senderguard probe:", err)
+		return 2
+	}
+	q, err := newQuerier(splitList(*dnsServers), cfg.DNS, nil)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "senderguard probe:", err)
+		return 2
+	}
+	p := newProber(cfg, q)
+	if *verbose {
+		p.Trace = func(s string) { fmt.Fprintln(os.Stderr, s) }
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	defer cancel()
+	r := p.Probe(ctx, fs.Arg(0))
+	fmt.Println(r.Class)
+	fmt.Println(r.Evidence())
+	return 0
+}

@@ -8,6 +8,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/senderguard/senderguard/cache"
+	"github.com/senderguard/senderguard/checks/callout"
 	"github.com/senderguard/senderguard/checks/resolver"
 	"github.com/senderguard/senderguard/config"
 	"github.com/senderguard/senderguard/filter"
@@ -64,5 +65,37 @@ func cacheHooks(m *metrics.Metrics, name string) cache.Hooks {
 
 // newVerifier builds the callout prober, or nil when callouts are off.
 func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, logger *slog.Logger) (filter.Verifier, func(), error) {
-	return nil, func() {}, nil
+	if !cfg.Callout.Enabled {
+		return nil, func() {}, nil
+	}
+	co := cfg.Callout
+	store, err := cache.NewMemory(co.CacheSize, nil, cacheHooks(m, "callout"))
+	if err != nil {
+		return nil, nil, err
+	}
+	p := newProber(cfg, q)
+	v := callout.NewVerifier(p, store, callout.VerifierConfig{
+		TTLExists: co.TTLExists.D(), TTLNotExists: co.TTLNotExists.D(), TTLUnknown: co.TTLUnknown.D(),
+		RefreshAfter: co.RefreshAfter.D(), BreakerTTL: co.BreakerTTL.D(), GreylistRetry: co.GreylistRetry.D(),
+		ProbeTimeout: co.ProbeTimeout.D(), Async: co.Async, GlobalConcurrency: co.GlobalConcurrency,
+		PerDomainConcurrency: co.PerDomainConcurrency, PerDomainRatePerMinute: co.PerDomainRatePerMinute,
+	}, callout.Hooks{
+		Probe: func(c callout.Class, d time.Duration) {
+			m.Probes.WithLabelValues(string(c)).Inc()
+			m.ProbeDuration.Observe(d.Seconds())
+		},
+		Skip:    func(reason string) { m.ProbesSkipped.WithLabelValues(reason).Inc() },
+		Breaker: m.BreakerTrips.Inc,
+	}, logger)
+	return v, v.Close, nil
+}
+
+func newProber(cfg *config.Config, q resolver.Querier) *callout.Prober {
+	co := cfg.Callout
+	helo := co.Helo
+	if helo == "" {
+		helo = filter.Hostname(cfg)
+	}
+	return &callout.Prober{Resolver: q, Port: co.Port, Helo: helo, MailFrom: co.MailFrom,
+		AllowPrivate: co.AllowPrivate, StepTimeout: co.StepTimeout.D(), CatchAllTest: co.CatchAllTest}
 }

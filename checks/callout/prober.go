@@ -1,0 +1,323 @@
+package callout
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/netip"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/senderguard/senderguard/checks/resolver"
+)
+
+// Dialer opens TCP connections; tests and network namespaces replace it.
+type Dialer interface {
+	DialContext(ctx context.Context, network, address string) (net.Conn, error)
+}
+
+// Prober runs one uncached probe. Its fields are read-only once in use.
+type Prober struct {
+	Resolver     resolver.Querier
+	Dialer       Dialer // nil: net.Dialer
+	Port         int    // 25
+	Helo         string // our EHLO name
+	MailFrom     string // reverse path; "" is the null sender <>
+	AllowPrivate bool   // allow loopback, private and link-local mail hosts
+	StepTimeout  time.Duration
+	CatchAllTest bool // also ask for a random local part
+	Trace        func(string)
+	// SkipHost, when set, leaves out mail hosts whose breaker is open.
+	SkipHost func(host string) bool
+}
+
+// mailHost is one MX target with its usable addresses.
+type mailHost struct {
+	name  string
+	addrs []netip.Addr
+}
+
+func (p *Prober) tracef(format string, args ...any) {
+	if p.Trace != nil {
+		p.Trace(fmt.Sprintf(format, args...))
+	}
+}
+
+// Probe classifies addr by asking its domain's mail hosts, within ctx.
+func (p *Prober) Probe(ctx context.Context, addr string) *Result {
+	start := time.Now()
+	res := p.probe(ctx, addr)
+	res.Address = addr
+	res.Duration = time.Since(start)
+	return res
+}
+
+func (p *Prober) probe(ctx context.Context, addr string) *Result {
+	a, err := ParseAddress(addr)
+	if err != nil {
+		return &Result{Class: Unknown, Err: err}
+	}
+	hosts, class, err := p.mailHosts(ctx, a.Domain)
+	if class != "" {
+		return &Result{Class: class, Err: err}
+	}
+	var last *Result
+	for _, h := range hosts {
+		for _, ip := range h.addrs {
+			if ctx.Err() != nil {
+				return &Result{Class: Unknown, Host: h.name, Err: fmt.Errorf("probe budget ended: %w", ctx.Err())}
+			}
+			r := p.dialogue(ctx, a, h.name, ip)
+			if r.Class != Unknown || r.refused {
+				return r
+			}
+			last = r // try the next address or host
+		}
+	}
+	if last == nil {
+		return &Result{Class: Unknown, Err: errors.New("no mail host address may be probed")}
+	}
+	return last
+}
+
+// mailHosts resolves the mail hosts of domain (RFC 5321 §5.1): MX by
+// preference, equal preferences shuffled; no MX means the domain's own
+// address; a null MX (RFC 7505) means no mail at all.
+func (p *Prober) mailHosts(ctx context.Context, domain string) ([]mailHost, Class, error) {
+	ans, err := p.Resolver.Query(ctx, domain, dns.TypeMX)
+	if err != nil {
+		return nil, Unknown, fmt.Errorf("MX %s: %w", domain, err)
+	}
+	if ans.Rcode == resolver.NXDomain {
+		return nil, NoMailHost, fmt.Errorf("%s does not exist", domain)
+	}
+	mxs := append([]resolver.MX(nil), ans.MX...)
+	if len(mxs) == 1 && mxs[0].Host == "" {
+		return nil, NullMX, fmt.Errorf("%s publishes a null MX", domain)
+	}
+	if len(mxs) == 0 {
+		mxs = []resolver.MX{{Host: domain}} // implicit MX
+	}
+	shuffle(mxs)
+	sort.SliceStable(mxs, func(i, j int) bool { return mxs[i].Pref < mxs[j].Pref })
+	if len(mxs) > 10 {
+		mxs = mxs[:10] // bound the work one sender can cause
+	}
+	var hosts []mailHost
+	var lookupErr error
+	blocked, broken := 0, 0
+	for _, mx := range mxs {
+		if mx.Host == "" {
+			continue
+		}
+		if p.SkipHost != nil && p.SkipHost(mx.Host) {
+			p.tracef("%s refused our probes recently; skipped", mx.Host)
+			broken++
+			continue
+		}
+		h := mailHost{name: mx.Host}
+		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
+			a, err := p.Resolver.Query(ctx, mx.Host, qt)
+			if err != nil {
+				lookupErr = err
+				continue
+			}
+			for _, ip := range a.Addrs {
+				if !p.AllowPrivate && !Public(ip) {
+					blocked++
+					p.tracef("%s: %s is not a public address; not probed", mx.Host, ip)
+					continue
+				}
+				h.addrs = append(h.addrs, ip)
+			}
+		}
+		if len(h.addrs) > 0 {
+			hosts = append(hosts, h)
+		}
+	}
+	switch {
+	case len(hosts) > 0:
+		return hosts, "", nil
+	case broken > 0:
+		return nil, Unknown, fmt.Errorf("mail hosts of %s refused our probes recently", domain)
+	case blocked > 0:
+		return nil, Unknown, fmt.Errorf("mail hosts of %s resolve only to non-public addresses", domain)
+	case lookupErr != nil:
+		return nil, Unknown, lookupErr
+	}
+	return nil, NoMailHost, fmt.Errorf("no address for any mail host of %s", domain)
+}
+
+func shuffle(mxs []resolver.MX) {
+	for i := len(mxs) - 1; i > 0; i-- {
+		n, _ := rand.Int(rand.Reader, big.NewInt(int64(i+1)))
+		j := int(n.Int64())
+		mxs[i], mxs[j] = mxs[j], mxs[i]
+	}
+}
+
+var nonPublic = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"), netip.MustParsePrefix("100.64.0.0/10"),
+	netip.MustParsePrefix("192.0.0.0/24"), netip.MustParsePrefix("198.18.0.0/15"),
+	netip.MustParsePrefix("240.0.0.0/4"), netip.MustParsePrefix("64:ff9b:1::/48"),
+}
+
+// Public reports whether ip may be probed without -callout-allow-private:
+// not loopback, private, link-local, multicast, unspecified or reserved.
+func Public(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	if !ip.IsValid() || ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsLinkLocalMulticast() ||
+		ip.IsInterfaceLocalMulticast() || ip.IsMulticast() || ip.IsUnspecified() {
+		return false
+	}
+	for _, p := range nonPublic {
+		if p.Contains(ip) {
+			return false
+		}
+	}
+	return true
+}
+
+// blockWording recognizes a server refusing us rather than the address.
+var blockWording = regexp.MustCompile(`(?i)\b(block(ed|list)?|black ?list(ed)?|dnsbl|rbl|spamhaus|spamcop|barracuda|listed|banned|reputation|your ip|client host|not allowed to connect)\b`)
+
+// refusedUs marks a result where the server refused the prober itself: the
+// circuit breaker opens and the class stays unknown.
+func refusedUs(r *Result, step string, rep *Reply) *Result {
+	r.Class, r.Step, r.Reply, r.refused = Unknown, step, rep, true
+	return r
+}
+
+// dialogue runs one SMTP conversation with ip.
+func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.Addr) *Result {
+	r := &Result{Class: Unknown, Host: host}
+	step := p.StepTimeout
+	if step <= 0 {
+		step = 10 * time.Second
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < step {
+		step = max(time.Until(dl), time.Millisecond)
+	}
+	d := p.Dialer
+	if d == nil {
+		d = &net.Dialer{}
+	}
+	port := p.Port
+	if port == 0 {
+		port = 25
+	}
+	target := net.JoinHostPort(ip.String(), strconv.Itoa(port))
+	dctx, cancel := context.WithTimeout(ctx, step)
+	conn, err := d.DialContext(dctx, "tcp", target)
+	cancel()
+	if err != nil {
+		r.Step, r.Err = "connect", fmt.Errorf("%s: %w", target, err)
+		return r
+	}
+	c := newSMTPConn(conn, step, p.Trace)
+	defer c.close()
+	// Close the connection when the whole probe's budget ends.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+
+	fail := func(stepName string, err error) *Result {
+		r.Step, r.Err = stepName, fmt.Errorf("%s: %w", target, err)
+		return r
+	}
+	rep, _, err := c.reply()
+	if err != nil {
+		return fail("banner", err)
+	}
+	if rep.Code != 220 {
+		if rep.Code >= 500 {
+			return refusedUs(r, "banner", rep)
+		}
+		r.Step, r.Reply = "banner", rep // 421 and other 4xx: try the next host
+		return r
+	}
+	helo := p.Helo
+	if helo == "" {
+		helo = "localhost"
+	}
+	rep, lines, err := c.cmd("EHLO " + helo)
+	if err != nil {
+		return fail("ehlo", err)
+	}
+	utf8OK := false
+	if rep.Code == 250 {
+		for _, l := range lines[1:] {
+			if strings.EqualFold(strings.Fields(l + " x")[0], "SMTPUTF8") {
+				utf8OK = true
+			}
+		}
+	} else {
+		if rep, _, err = c.cmd("HELO " + helo); err != nil {
+			return fail("helo", err)
+		}
+		if rep.Code != 250 {
+			if rep.Code >= 500 {
+				return refusedUs(r, "helo", rep)
+			}
+			r.Step, r.Reply = "helo", rep
+			return r
+		}
+	}
+	if a.UTF8Local && !utf8OK {
+		c.cmd("QUIT")
+		r.Step, r.Err = "ehlo", fmt.Errorf("%s: UTF-8 local part but no SMTPUTF8 announced", target)
+		return r
+	}
+	mail := "MAIL FROM:<" + p.MailFrom + ">"
+	if a.UTF8Local {
+		mail += " SMTPUTF8"
+	}
+	if rep, _, err = c.cmd(mail); err != nil {
+		return fail("mail", err)
+	}
+	if rep.Code != 250 {
+		if rep.Code >= 500 {
+			return refusedUs(r, "mail", rep)
+		}
+		r.Step, r.Reply = "mail", rep
+		return r
+	}
+	if rep, _, err = c.cmd("RCPT TO:<" + a.String() + ">"); err != nil {
+		return fail("rcpt", err)
+	}
+	r.Step, r.Reply = "rcpt", rep
+	switch {
+	case rep.Code >= 200 && rep.Code < 300:
+		r.Class = Exists
+		if p.CatchAllTest {
+			if rr, _, err := c.cmd("RCPT TO:<" + randomLocal() + "@" + a.Domain + ">"); err == nil && rr.Code >= 200 && rr.Code < 300 {
+				r.Class = CatchAll
+			}
+		}
+	case rep.Code >= 500:
+		if blockWording.MatchString(rep.Text) {
+			return refusedUs(r, "rcpt", rep)
+		}
+		r.Class = NotExists
+	default:
+		r.greylisted = rep.Code >= 400
+	}
+	c.conn.SetDeadline(time.Now().Add(min(step, 2*time.Second)))
+	c.cmd("QUIT")
+	return r
+}
+
+// randomLocal is a local part no real mailbox has: 96 random bits.
+func randomLocal() string {
+	b := make([]byte, 12)
+	rand.Read(b)
+	return "sg-" + hex.EncodeToString(b)
+}
