@@ -43,6 +43,8 @@ type harness struct {
 	exited      chan error
 	postfix     *mtaInstance
 	sendmail    *mtaInstance
+	probed      *mtaInstance // the sender domain's mail server, for callouts
+	probePort   int
 }
 
 var h *harness
@@ -57,6 +59,24 @@ var zone = []string{
 	`soft.test. 300 IN TXT "v=spf1 ~all"`,
 	`badhelo.test. 300 IN TXT "v=spf1 -all"`,
 	`client.test. 300 IN A 127.0.0.20`,
+	// Callout: example.test's mail server is a second, real Postfix where
+	// only alice and bob exist; other domains point at Go test servers
+	// that tests start on the same port.
+	`example.test. 300 IN TXT "v=spf1 ?all"`,
+	`example.test. 300 IN MX 10 mx.example.test.`,
+	`mx.example.test. 300 IN A 127.0.0.60`,
+	`soft.test. 300 IN MX 10 mx.soft.test.`,
+	`mx.soft.test. 300 IN A 127.0.0.61`,
+	`once.test. 300 IN TXT "v=spf1 ?all"`,
+	`once.test. 300 IN MX 10 mx.once.test.`,
+	`mx.once.test. 300 IN A 127.0.0.62`,
+	`slow.test. 300 IN MX 10 mx.slow.test.`,
+	`mx.slow.test. 300 IN A 127.0.0.63`,
+	`passmx.test. 300 IN TXT "v=spf1 ip4:127.0.0.0/24 -all"`,
+	`passmx.test. 300 IN MX 10 mx.passmx.test.`,
+	`mx.passmx.test. 300 IN A 127.0.0.64`,
+	`nullmx.test. 300 IN TXT "v=spf1 ip4:127.0.0.0/24 -all"`,
+	`nullmx.test. 300 IN MX 0 .`,
 }
 
 func freePort() string {
@@ -101,6 +121,15 @@ func run(m *testing.M) (int, error) {
 	defer h.dns.Close()
 	h.dns.ServFail("temp.test")
 	h.milterAddr, h.metricsAddr = freePort(), freePort()
+	_, pp, _ := net.SplitHostPort(freePort())
+	h.probePort, _ = strconv.Atoi(pp)
+	h.probed = &mtaInstance{name: "postfix", addr: "127.0.0.60:" + pp, dir: filepath.Join(work, "probed")}
+	os.Setenv("MTA_USERS", "alice bob")
+	if err := mtaUp(h.probed, "postfix.sh", "none"); err != nil {
+		return 1, err
+	}
+	os.Unsetenv("MTA_USERS")
+	defer mtaDown(h.probed, "postfix.sh")
 	h.cfgPath = filepath.Join(work, "senderguard.yaml")
 	if err := os.WriteFile(h.cfgPath, []byte(baseConfig), 0o644); err != nil {
 		return 1, err
@@ -134,13 +163,19 @@ func run(m *testing.M) (int, error) {
 	return code, nil
 }
 
-const baseConfig = `# e2e configuration
+var baseConfig string
+
+func init() {
+	baseConfig = `# e2e configuration
 hostname: mx.example.test
 trusted_networks: [127.0.0.1/32]
-stage_budget: 3s
+stage_budget: 2s
 callout:
-  enabled: false
+  allow_private: true
+  helo: probe.example.test
+  greylist_retry: 1h
 `
+}
 
 func (h *harness) start() error {
 	logf, err := os.Create(h.logPath)
@@ -148,7 +183,7 @@ func (h *harness) start() error {
 		return err
 	}
 	h.cmd = exec.Command(h.bin, "serve", "-config", h.cfgPath, "-listen", "inet:"+h.milterAddr,
-		"-metrics-listen", h.metricsAddr, "-dns", h.dns.Addr)
+		"-metrics-listen", h.metricsAddr, "-dns", h.dns.Addr, "-callout-port", strconv.Itoa(h.probePort))
 	h.cmd.Stdout, h.cmd.Stderr = logf, logf
 	if err := h.cmd.Start(); err != nil {
 		return err
