@@ -76,7 +76,14 @@ INPUT_MAIL_FILTER(\`senderguard', \`S=$milter, F=T, T=C:10s;S:30s;R:30s;E:60s')d
 MAILER(\`smtp')dnl
 MC
 m4 -D_CF_DIR_="$cf/" "$dir/etc/e2e.mc" >"$dir/etc/sendmail.cf"
-"$sm" -C "$dir/etc/sendmail.cf" -bd -L sm-e2e >"$dir/run/daemon.log" 2>&1
+# Sendmail sleeps a minute at start when the machine's host name is not
+# fully qualified; give the daemon its own UTS namespace with a FQDN.
+h=$(hostname)
+if [ "${h#*.}" = "$h" ] && command -v unshare >/dev/null; then
+	unshare --uts sh -c "hostname mx.example.test && exec '$sm' -C '$dir/etc/sendmail.cf' -bd -L sm-e2e" >"$dir/run/daemon.log" 2>&1
+else
+	"$sm" -C "$dir/etc/sendmail.cf" -bd -L sm-e2e >"$dir/run/daemon.log" 2>&1
+fi
 for _ in $(seq 100); do
 	(exec 3<>"/dev/tcp/${listen%:*}/${listen##*:}") 2>/dev/null && { echo "sendmail: smtp $listen, milter $milter, queue $dir/queue"; exit 0; }
 	sleep 0.1
