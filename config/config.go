@@ -21,19 +21,19 @@ type Config struct {
 	TrustedNetworks Networks `yaml:"trusted_networks"`
 	// Hostname names us in headers (receiver=, authserv-id) and in our
 	// callout EHLO; empty means the machine's host name.
-	Hostname                   string   `yaml:"hostname"`
-	AuthservID                 string   `yaml:"authserv_id"`
-	RemoveForgedAuthResults    bool     `yaml:"remove_forged_authentication_results"`
-	RejectAt                   string   `yaml:"reject_at"`
-	AlwaysAcceptRecipients     []string `yaml:"always_accept_recipients"`
-	StageBudget                Duration `yaml:"stage_budget"`
-	ShutdownGrace              Duration `yaml:"shutdown_grace"`
-	SkipAuthenticated          bool     `yaml:"skip_authenticated"`
-	Log                        Log      `yaml:"log"`
-	DNS                        DNS      `yaml:"dns"`
-	SPF                        SPF      `yaml:"spf"`
-	Callout                    Callout  `yaml:"callout"`
-	Actions                    Actions  `yaml:"actions"`
+	Hostname                string   `yaml:"hostname"`
+	AuthservID              string   `yaml:"authserv_id"`
+	RemoveForgedAuthResults bool     `yaml:"remove_forged_authentication_results"`
+	RejectAt                string   `yaml:"reject_at"`
+	AlwaysAcceptRecipients  []string `yaml:"always_accept_recipients"`
+	StageBudget             Duration `yaml:"stage_budget"`
+	ShutdownGrace           Duration `yaml:"shutdown_grace"`
+	SkipAuthenticated       bool     `yaml:"skip_authenticated"`
+	Log                     Log      `yaml:"log"`
+	DNS                     DNS      `yaml:"dns"`
+	SPF                     SPF      `yaml:"spf"`
+	Callout                 Callout  `yaml:"callout"`
+	Actions                 Actions  `yaml:"actions"`
 }
 
 type Log struct {
@@ -65,26 +65,26 @@ type Whitelist struct {
 }
 
 type Callout struct {
-	Enabled      bool     `yaml:"enabled"`
-	ProbeOn      []string `yaml:"probe_on"` // SPF results that lead to a probe
-	Port         int      `yaml:"port"`
-	Helo         string   `yaml:"helo"`      // EHLO name of our probes; empty: hostname
-	MailFrom     string   `yaml:"mail_from"` // reverse path of our probes; empty: <>
-	AllowPrivate bool     `yaml:"allow_private"`
-	Async        bool     `yaml:"async"`
-	CatchAllTest bool     `yaml:"catch_all_test"`
-	StepTimeout  Duration `yaml:"step_timeout"`
-	ProbeTimeout Duration `yaml:"probe_timeout"`
-	CacheSize    int      `yaml:"cache_size"`
-	TTLExists    Duration `yaml:"ttl_exists"`
-	TTLNotExists Duration `yaml:"ttl_not_exists"`
-	TTLUnknown   Duration `yaml:"ttl_unknown"`
-	RefreshAfter Duration `yaml:"refresh_after"`
-	BreakerTTL   Duration `yaml:"breaker_ttl"`
-	GreylistRetry         Duration `yaml:"greylist_retry"`
-	GlobalConcurrency     int      `yaml:"global_concurrency"`
-	PerDomainConcurrency  int      `yaml:"per_domain_concurrency"`
-	PerDomainRatePerMinute int     `yaml:"per_domain_rate_per_minute"`
+	Enabled                bool     `yaml:"enabled"`
+	ProbeOn                []string `yaml:"probe_on"` // SPF results that lead to a probe
+	Port                   int      `yaml:"port"`
+	Helo                   string   `yaml:"helo"`      // EHLO name of our probes; empty: hostname
+	MailFrom               string   `yaml:"mail_from"` // reverse path of our probes; empty: <>
+	AllowPrivate           bool     `yaml:"allow_private"`
+	Async                  bool     `yaml:"async"`
+	CatchAllTest           bool     `yaml:"catch_all_test"`
+	StepTimeout            Duration `yaml:"step_timeout"`
+	ProbeTimeout           Duration `yaml:"probe_timeout"`
+	CacheSize              int      `yaml:"cache_size"`
+	TTLExists              Duration `yaml:"ttl_exists"`
+	TTLNotExists           Duration `yaml:"ttl_not_exists"`
+	TTLUnknown             Duration `yaml:"ttl_unknown"`
+	RefreshAfter           Duration `yaml:"refresh_after"`
+	BreakerTTL             Duration `yaml:"breaker_ttl"`
+	GreylistRetry          Duration `yaml:"greylist_retry"`
+	GlobalConcurrency      int      `yaml:"global_concurrency"`
+	PerDomainConcurrency   int      `yaml:"per_domain_concurrency"`
+	PerDomainRatePerMinute int      `yaml:"per_domain_rate_per_minute"`
 }
 
 // SPFActions maps each SPF result to an action.

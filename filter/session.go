@@ -28,18 +28,18 @@ type connState struct {
 
 // message is one MAIL FROM transaction.
 type message struct {
-	rt        *runtime
-	start     time.Time
-	sender    string
-	args      []string
-	macros    map[string]string // saved from MAIL, RCPT, EOH, EOM
-	skip      string
-	facts     Facts
-	verdict   Verdict
-	applied   string // stage where a tempfail/reject was sent
-	logged    bool
-	arSeen    int   // Authentication-Results fields seen
-	forgedAR  []int // their 1-based indices that claim our authserv-id
+	rt       *runtime
+	start    time.Time
+	sender   string
+	args     []string
+	macros   map[string]string // saved from MAIL, RCPT, EOH, EOM
+	skip     string
+	facts    Facts
+	verdict  Verdict
+	applied  string // stage where a tempfail/reject was sent
+	logged   bool
+	arSeen   int   // Authentication-Results fields seen
+	forgedAR []int // their 1-based indices that claim our authserv-id
 }
 
 // session follows one SMTP connection through the milter stages. go-milter

@@ -24,13 +24,19 @@ func (e *env) verifier(cfg callout.VerifierConfig, hooks callout.Hooks) *callout
 	if cfg.ProbeTimeout == 0 {
 		cfg.ProbeTimeout = def.ProbeTimeout
 	}
-	for _, f := range []struct{ dst *time.Duration; d time.Duration }{{&cfg.TTLExists, def.TTLExists}, {&cfg.TTLNotExists, def.TTLNotExists},
+	for _, f := range []struct {
+		dst *time.Duration
+		d   time.Duration
+	}{{&cfg.TTLExists, def.TTLExists}, {&cfg.TTLNotExists, def.TTLNotExists},
 		{&cfg.TTLUnknown, def.TTLUnknown}, {&cfg.BreakerTTL, def.BreakerTTL}, {&cfg.GreylistRetry, def.GreylistRetry}} {
 		if *f.dst == 0 {
 			*f.dst = f.d
 		}
 	}
-	for _, f := range []struct{ dst *int; d int }{{&cfg.GlobalConcurrency, 10}, {&cfg.PerDomainConcurrency, 10}, {&cfg.PerDomainRatePerMinute, 100}} {
+	for _, f := range []struct {
+		dst *int
+		d   int
+	}{{&cfg.GlobalConcurrency, 10}, {&cfg.PerDomainConcurrency, 10}, {&cfg.PerDomainRatePerMinute, 100}} {
 		if *f.dst == 0 {
 			*f.dst = f.d
 		}

@@ -66,6 +66,10 @@ func (c *Cached) Query(ctx context.Context, name string, qtype uint16) (*Answer,
 		return a, nil
 	}
 	ch := c.group.DoChan(k.name+"/"+strconv.Itoa(int(qtype)), func() (any, error) {
+		// A flight that ended between our miss and this call cached it.
+		if a, _, ok := c.cache.Get(k); ok {
+			return a, nil
+		}
 		// The merged query must not die with the first caller's deadline.
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.QueryTimeout)
 		defer cancel()

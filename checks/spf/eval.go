@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
+	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/miekg/dns"
 
 	"github.com/senderguard/senderguard/checks/resolver"
@@ -29,6 +31,27 @@ type Checker struct {
 	Receiver string
 	// Now is the clock for %{t}; nil means time.Now.
 	Now func() time.Time
+
+	// parsed caches parsed records by their text: records are immutable
+	// once parsed, and parsing is most of an evaluation's cost.
+	parsedOnce sync.Once
+	parsed     *lru.Cache[string, parsedRecord]
+}
+
+type parsedRecord struct {
+	rec *record
+	err error
+}
+
+// parse returns the parsed record for txt, from the cache when it can.
+func (c *Checker) parse(txt string) (*record, error) {
+	c.parsedOnce.Do(func() { c.parsed, _ = lru.New[string, parsedRecord](10000) })
+	if p, ok := c.parsed.Get(txt); ok {
+		return p.rec, p.err
+	}
+	rec, err := parseRecord(txt)
+	c.parsed.Add(txt, parsedRecord{rec, err})
+	return rec, err
 }
 
 // Option adjusts one evaluation.
@@ -56,8 +79,11 @@ func (c *Checker) check(ctx context.Context, id Identity, ip netip.Addr, helo, s
 	ip = ip.Unmap() // RFC 7208 §5: an IPv4-mapped address is IPv4
 	local, domain := splitSender(sender)
 	e := &evaluation{c: c, ctx: ctx, ip: ip}
-	e.env = macroEnv{sender: local + "@" + domain, local: local, senderDomain: domain, ip: ip, helo: helo, receiver: c.Receiver, now: c.Now}
-	e.env.validatedName = e.validatedName
+	full := sender
+	if !strings.HasPrefix(sender, local+"@") {
+		full = local + "@" + domain
+	}
+	e.env = macroEnv{sender: full, local: local, senderDomain: domain, ip: ip, helo: helo, receiver: c.Receiver, now: c.Now, eval: e}
 	for _, o := range opts {
 		o(e)
 	}
@@ -67,7 +93,9 @@ func (c *Checker) check(ctx context.Context, id Identity, ip netip.Addr, helo, s
 		Domain: h.domain, Mechanism: h.mech, Explanation: h.explanation, Problem: h.problem,
 		Lookups: e.lookups, VoidLookups: e.voids,
 	}
-	e.tracef("result %s (lookups %d, void %d)", res.Status, e.lookups, e.voids)
+	if e.trace != nil {
+		e.tracef("result %s (lookups %d, void %d)", res.Status, e.lookups, e.voids)
+	}
 	return res
 }
 
@@ -120,7 +148,9 @@ func errResult(status Status, domain string, err error) hostResult {
 func (e *evaluation) checkHost(domain string, top bool) hostResult {
 	domain = strings.TrimSuffix(domain, ".")
 	if !validDomain(domain) {
-		e.tracef("%q is not a valid domain name: none", domain)
+		if e.trace != nil {
+			e.tracef("%q is not a valid domain name: none", domain)
+		}
 		return hostResult{status: None, domain: domain} // RFC 7208 §4.3
 	}
 	txt, err := e.lookupRecord(domain)
@@ -132,11 +162,15 @@ func (e *evaluation) checkHost(domain string, top bool) hostResult {
 		return errResult(status, domain, err)
 	}
 	if txt == "" {
-		e.tracef("%s: no SPF record: none", domain)
+		if e.trace != nil {
+			e.tracef("%s: no SPF record: none", domain)
+		}
 		return hostResult{status: None, domain: domain}
 	}
-	e.tracef("%s: %q", domain, txt)
-	rec, err := parseRecord(txt)
+	if e.trace != nil {
+		e.tracef("%s: %q", domain, txt)
+	}
+	rec, err := e.c.parse(txt)
 	if err != nil {
 		return errResult(PermError, domain, fmt.Errorf("%s: %w", domain, err))
 	}
@@ -152,10 +186,14 @@ func (e *evaluation) checkHost(domain string, top bool) hostResult {
 			if errors.Is(err, resolver.ErrTemporary) {
 				status = TempError
 			}
-			e.tracef("%s: %s: %s (%v)", domain, m.text, status, err)
+			if e.trace != nil {
+				e.tracef("%s: %s: %s (%v)", domain, m.text, status, err)
+			}
 			return hostResult{status: status, domain: domain, mech: m.text, problem: fmt.Errorf("%s: %s: %w", domain, m.text, err)}
 		}
-		e.tracef("%s: %s: match=%v", domain, m.text, match)
+		if e.trace != nil {
+			e.tracef("%s: %s: match=%v", domain, m.text, match)
+		}
 		if match {
 			r := hostResult{status: m.qualifier, domain: domain, mech: m.text}
 			if r.status == Fail && top {
@@ -171,7 +209,9 @@ func (e *evaluation) checkHost(domain string, top bool) hostResult {
 			return errResult(PermError, domain, err)
 		}
 		target := e.expandDomain(rec.redirect)
-		e.tracef("%s: redirect=%s", domain, target)
+		if e.trace != nil {
+			e.tracef("%s: redirect=%s", domain, target)
+		}
 		r := e.checkHost(target, top)
 		if r.status == None {
 			return errResult(PermError, target, fmt.Errorf("%w: redirect=%s", ErrNoRecord, target))
@@ -267,7 +307,9 @@ func (e *evaluation) match(m *mechanism) (bool, error) {
 // query asks the resolver; an unusable name is a void answer, not a query.
 func (e *evaluation) query(name string, qtype uint16) (*resolver.Answer, error) {
 	if !validQueryName(name) {
-		e.tracef("%q is not a valid name; treated as void", name)
+		if e.trace != nil {
+			e.tracef("%q is not a valid name; treated as void", name)
+		}
 		return &resolver.Answer{Rcode: resolver.NXDomain}, nil
 	}
 	return e.c.Resolver.Query(e.ctx, name, qtype)
@@ -420,12 +462,16 @@ func (e *evaluation) explain(rec *record) string {
 	target := e.expandDomain(rec.exp)
 	a, err := e.query(target, dns.TypeTXT)
 	if err != nil || len(a.TXT) != 1 {
-		e.tracef("exp=%s: no single TXT record; default explanation", target)
+		if e.trace != nil {
+			e.tracef("exp=%s: no single TXT record; default explanation", target)
+		}
 		return DefaultExplanation
 	}
 	ms, err := parseMacroString(a.TXT[0], macroLettersExp)
 	if err != nil {
-		e.tracef("exp=%s: %v; default explanation", target, err)
+		if e.trace != nil {
+			e.tracef("exp=%s: %v; default explanation", target, err)
+		}
 		return DefaultExplanation
 	}
 	return ms.expand(&e.env)
@@ -446,9 +492,13 @@ func validQueryName(d string) bool {
 	if d == "" || len(d) > maxDomainLength {
 		return false
 	}
-	for _, l := range strings.Split(d, ".") {
-		if l == "" || len(l) > 63 {
-			return false
+	start := 0
+	for i := 0; i <= len(d); i++ {
+		if i == len(d) || d[i] == '.' {
+			if n := i - start; n == 0 || n > 63 {
+				return false
+			}
+			start = i + 1
 		}
 	}
 	return true

@@ -125,7 +125,7 @@ type macroEnv struct {
 	helo                        string
 	receiver                    string
 	now                         func() time.Time
-	validatedName               func() string // %{p}, looked up on demand
+	eval                        *evaluation // for %{p}, looked up on demand
 }
 
 // expand renders ms in env.
@@ -161,8 +161,8 @@ func (env *macroEnv) value(letter byte) string {
 	case 'i':
 		return dottedIP(env.ip)
 	case 'p':
-		if env.validatedName != nil {
-			return env.validatedName()
+		if env.eval != nil {
+			return env.eval.validatedName()
 		}
 		return "unknown"
 	case 'v':

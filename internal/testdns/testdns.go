@@ -18,13 +18,13 @@ import (
 type Server struct {
 	Addr string // host:port
 
-	mu       sync.Mutex
-	records  map[string][]dns.RR // lower-case FQDN
-	servfail map[string]bool
-	drop     map[string]bool
-	queries  map[string]int // "name/TYPE" -> count
+	mu        sync.Mutex
+	records   map[string][]dns.RR // lower-case FQDN
+	servfail  map[string]bool
+	drop      map[string]bool
+	queries   map[string]int // "name/TYPE" -> count
 	refuseTCP bool
-	udp, tcp *dns.Server
+	udp, tcp  *dns.Server
 }
 
 // Start listens on 127.0.0.1 (a random port) and stops when t ends.
@@ -90,10 +90,18 @@ func (s *Server) Add(zone ...string) error {
 }
 
 // ServFail makes every question about name answer SERVFAIL.
-func (s *Server) ServFail(name string) { s.mu.Lock(); s.servfail[dns.Fqdn(strings.ToLower(name))] = true; s.mu.Unlock() }
+func (s *Server) ServFail(name string) {
+	s.mu.Lock()
+	s.servfail[dns.Fqdn(strings.ToLower(name))] = true
+	s.mu.Unlock()
+}
 
 // Drop makes every question about name go unanswered.
-func (s *Server) Drop(name string) { s.mu.Lock(); s.drop[dns.Fqdn(strings.ToLower(name))] = true; s.mu.Unlock() }
+func (s *Server) Drop(name string) {
+	s.mu.Lock()
+	s.drop[dns.Fqdn(strings.ToLower(name))] = true
+	s.mu.Unlock()
+}
 
 // RefuseTCP closes TCP connections without answering.
 func (s *Server) RefuseTCP() { s.mu.Lock(); s.refuseTCP = true; s.mu.Unlock() }
@@ -152,6 +160,14 @@ func (s *Server) handle(w dns.ResponseWriter, r *dns.Msg, udp bool) {
 		exists = true
 		if rr.Header().Rrtype == q.Qtype || rr.Header().Rrtype == dns.TypeCNAME {
 			answer = append(answer, dns.Copy(rr))
+		}
+		// Like a recursive server, follow one CNAME to its target.
+		if cn, ok := rr.(*dns.CNAME); ok && q.Qtype != dns.TypeCNAME {
+			for _, t := range s.records[strings.ToLower(cn.Target)] {
+				if t.Header().Rrtype == q.Qtype {
+					answer = append(answer, dns.Copy(t))
+				}
+			}
 		}
 	}
 	if !exists {
