@@ -206,8 +206,18 @@ func Parse(name string, data []byte) (*Config, error) {
 
 var errEOF = errors.New("EOF")
 
+// cleanYAMLError turns yaml.v3's "yaml: unmarshal errors:\n  line N: ..."
+// into "line N: ...; line M: ...".
 func cleanYAMLError(err error) error {
-	return errors.New(strings.TrimPrefix(err.Error(), "yaml: "))
+	s := strings.TrimPrefix(err.Error(), "yaml: ")
+	s = strings.TrimPrefix(s, "unmarshal errors:")
+	var parts []string
+	for _, l := range strings.Split(s, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			parts = append(parts, l)
+		}
+	}
+	return errors.New(strings.Join(parts, "; "))
 }
 
 // lineOf finds the line of a dotted key path in a YAML document.

@@ -1,0 +1,102 @@
+package config
+
+import (
+	"flag"
+	"os"
+	"strings"
+	"testing"
+)
+
+func TestExampleConfigIsTheDefaults(t *testing.T) {
+	c, err := Load("../deploy/senderguard.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := c.Marshal()
+	b, _ := Default().Marshal()
+	if string(a) != string(b) {
+		t.Errorf("deploy/senderguard.yaml differs from the embedded defaults:\n%s\n---\n%s", a, b)
+	}
+}
+
+func TestBrokenConfigs(t *testing.T) {
+	tests := []struct{ file, want string }{
+		{"unknown-key.yaml", "testdata/unknown-key.yaml: line 2: field no_such_key not found"},
+		{"bad-action.yaml", "testdata/bad-action.yaml: line 3: \"reject 450 5.7.23\": reject needs a 5xx reply code"},
+		{"bad-duration.yaml", "testdata/bad-duration.yaml: line 2: bad duration \"soon\""},
+		{"bad-network.yaml", "testdata/bad-network.yaml: line 3: bad network \"300.1.1.1\""},
+		{"bad-reject-at.yaml", "testdata/bad-reject-at.yaml: line 2: reject_at: must be rcpt or mail, not \"data\""},
+		{"unknown-action.yaml", "testdata/unknown-action.yaml: line 3: field maybe not found"},
+		{"bad-yaml.yaml", "testdata/bad-yaml.yaml: "},
+		{"missing.yaml", "no such file"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.file, func(t *testing.T) {
+			_, err := Load("testdata/" + tc.file)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestCustomConfigAndFlagOverrides(t *testing.T) {
+	c, err := Load("testdata/custom.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.DryRun || c.RejectAt != "mail" || len(c.TrustedNetworks) != 0 {
+		t.Errorf("file settings not applied: %+v", c)
+	}
+	if got := c.Actions.Callout.Unknown; got != (Action{Verb: TempFail, Code: 451, Status: "4.4.3", Text: "Try later please"}) {
+		t.Errorf("action: %+v", got)
+	}
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	ov := BindFlags(fs)
+	if err := fs.Parse([]string{"-dry-run=false", "-trusted-networks", "192.0.2.0/24,2001:db8::/32", "-action-spf-mailfrom-softfail", "reject 550 5.7.23 no", "-dns", "127.0.0.1:53", "-stage-budget", "2s"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ov.Apply(c); err != nil {
+		t.Fatal(err)
+	}
+	if c.DryRun || len(c.TrustedNetworks) != 2 || c.Actions.SPFMailFrom.Softfail.Verb != Reject || c.DNS.Servers[0] != "127.0.0.1:53" || c.StageBudget.D().Seconds() != 2 {
+		t.Errorf("flags not applied: %+v", c)
+	}
+	// A bad flag value is an error naming the flag.
+	fs = flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.SetOutput(os.NewFile(0, os.DevNull))
+	BindFlags(fs)
+	if err := fs.Parse([]string{"-callout-ttl-exists", "forever"}); err == nil || !strings.Contains(err.Error(), "callout-ttl-exists") {
+		t.Errorf("bad flag: %v", err)
+	}
+}
+
+func TestParseAction(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Action
+		err  string
+	}{
+		{"accept", Action{Verb: Accept}, ""},
+		{"REJECT 550 5.7.23", Action{Verb: Reject, Code: 550, Status: "5.7.23"}, ""},
+		{"tempfail 451 4.7.24 DNS trouble", Action{Verb: TempFail, Code: 451, Status: "4.7.24", Text: "DNS trouble"}, ""},
+		{"reject 451 4.7.1", Action{}, "5xx"},
+		{"tempfail 451 5.7.1", Action{}, "4.7.1"},
+		{"reject 550", Action{}, "needs a reply code and an enhanced status code"},
+		{"accept 250", Action{}, "takes no reply"},
+		{"discard", Action{}, "accept, tempfail or reject"},
+		{"reject 550 5.7.1 caf\u00e9", Action{}, "printable ASCII"},
+	}
+	for _, tc := range tests {
+		got, err := ParseAction(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: got %v, want error with %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got != tc.want {
+			t.Errorf("%q: got %+v, %v", tc.in, got, err)
+		}
+	}
+}

@@ -1,0 +1,286 @@
+package filter_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-milter"
+
+	"github.com/senderguard/senderguard/checks/resolver"
+	"github.com/senderguard/senderguard/checks/spf"
+	"github.com/senderguard/senderguard/config"
+	"github.com/senderguard/senderguard/filter"
+	"github.com/senderguard/senderguard/internal/testdns"
+)
+
+var zone = []string{
+	`pass.test. 300 IN TXT "v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 -all"`,
+	`fail.test. 300 IN TXT "v=spf1 -all"`,
+	`client.test. 300 IN TXT "v=spf1 ip4:192.0.2.0/24 -all"`,
+}
+
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
+func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+
+type rig struct {
+	t      *testing.T
+	dns    *testdns.Server
+	log    *logBuf
+	srv    *filter.Server
+	f      *filter.Filter
+	client *milter.Client
+}
+
+// newRig serves a filter on network ("tcp" or "unix") and returns a
+// go-milter client for it, playing the MTA.
+func newRig(t *testing.T, network string, edit func(*config.Config)) *rig {
+	r := &rig{t: t, dns: testdns.Start(t, zone...), log: &logBuf{}}
+	cfg := config.Default()
+	cfg.Hostname = "mx.test"
+	cfg.StageBudget = config.Duration(500 * time.Millisecond)
+	cfg.Callout.Enabled = false
+	if edit != nil {
+		edit(cfg)
+	}
+	q := &resolver.Stub{Servers: []string{r.dns.Addr}, Timeout: 5 * time.Second, Attempts: 1}
+	r.f = filter.New(cfg, filter.Deps{SPF: &spf.Checker{Resolver: q, Receiver: "mx.test"},
+		Log: slog.New(slog.NewTextHandler(r.log, nil))})
+	addr := "127.0.0.1:0"
+	if network == "unix" {
+		addr = filepath.Join(t.TempDir(), "milter.sock")
+	}
+	ln, err := net.Listen(network, addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.srv = filter.NewServer(r.f)
+	done := make(chan error, 1)
+	go func() { done <- r.srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		r.srv.Shutdown(ctx)
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	r.client = milter.NewClientWithOptions(network, ln.Addr().String(), milter.ClientOptions{
+		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
+		ActionMask: milter.OptAddHeader | milter.OptChangeHeader,
+	})
+	return r
+}
+
+func (r *rig) session(ip string) *milter.ClientSession {
+	r.t.Helper()
+	s, err := r.client.Session()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(func() { s.Close() })
+	fam := milter.FamilyInet
+	if strings.Contains(ip, ":") {
+		fam = milter.FamilyInet6
+	}
+	r.must(s.Macros(milter.CodeConn, "j", "mx.test", "{daemon_name}", "smtpd"))
+	r.want(s.Conn("client.test", fam, 25025, ip))
+	r.must(s.Macros(milter.CodeHelo))
+	r.want(s.Helo("client.test"))
+	return s
+}
+
+func (r *rig) must(err error) {
+	r.t.Helper()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// want checks for continue.
+func (r *rig) want(a *milter.Action, err error) {
+	r.t.Helper()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if a.Code != milter.ActContinue {
+		r.t.Fatalf("got %c %d %q, want continue", a.Code, a.SMTPCode, a.SMTPText)
+	}
+}
+
+// reply checks for a custom reply.
+func (r *rig) reply(a *milter.Action, err error, code int, prefix string) {
+	r.t.Helper()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if a.Code != milter.ActReplyCode || a.SMTPCode != code || !strings.HasPrefix(a.SMTPText, prefix) {
+		r.t.Fatalf("got %c %d %q, want %d %q...", a.Code, a.SMTPCode, a.SMTPText, code, prefix)
+	}
+}
+
+func TestSessionCleanMessageHeaders(t *testing.T) {
+	for _, network := range []string{"tcp", "unix"} {
+		t.Run(network, func(t *testing.T) {
+			r := newRig(t, network, nil)
+			s := r.session("192.0.2.10")
+			r.must(s.Macros(milter.CodeMail, "{mail_addr}", "a@pass.test"))
+			r.want(s.Mail("a@pass.test", []string{"SIZE=100", "BODY=8BITMIME"}))
+			r.want(s.Rcpt("u@example.test", nil))
+			r.want(s.HeaderField("Authentication-Results", "other.example; dkim=pass"))
+			r.want(s.HeaderField("Authentication-Results", " mx.test; spf=pass smtp.mailfrom=forged@pass.test"))
+			r.must(s.Macros(milter.CodeEOH, "i", "QID123"))
+			r.want(s.HeaderEnd())
+			mods, act, err := s.End()
+			r.want(act, err)
+			var got []string
+			for _, m := range mods {
+				got = append(got, string(m.Code)+" "+m.HeaderName+"["+string(rune('0'+m.HeaderIndex))+"]: "+m.HeaderValue)
+			}
+			want := []string{
+				"m Authentication-Results[2]: ",
+				"i Received-SPF[1]: pass (mx.test: domain of a@pass.test designates 192.0.2.10 as permitted sender) client-ip=192.0.2.10; envelope-from=a@pass.test; helo=client.test; receiver=mx.test; identity=mailfrom; mechanism=ip4:192.0.2.0/24",
+				"i Authentication-Results[1]: mx.test; spf=pass smtp.mailfrom=a@pass.test; spf=pass smtp.helo=client.test",
+			}
+			if strings.Join(got, "\n") != strings.Join(want, "\n") {
+				t.Errorf("modifications:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+			}
+			l := r.log.String()
+			for _, w := range []string{"queue_id=QID123", `esmtp_args="SIZE=100 BODY=8BITMIME"`, "spf_mailfrom=pass", "client_ip=192.0.2.10"} {
+				if !strings.Contains(l, w) {
+					t.Errorf("decision line lacks %s:\n%s", w, l)
+				}
+			}
+		})
+	}
+}
+
+func TestSessionRejectsAtRcptButNotPostmaster(t *testing.T) {
+	r := newRig(t, "tcp", nil)
+	s := r.session("192.0.2.10")
+	r.want(s.Mail("bob@fail.test", nil))
+	a, err := s.Rcpt("u@example.test", nil)
+	r.reply(a, err, 550, "5.7.23 SPF fail: sender bob@fail.test is not allowed to be sent from 192.0.2.10: see ")
+	r.want(s.Rcpt("Postmaster@example.test", nil))
+	r.want(s.Rcpt("abuse", nil))
+	if n := strings.Count(r.log.String(), "msg=decision"); n != 1 {
+		t.Errorf("%d decision lines, want 1", n)
+	}
+}
+
+func TestSessionRejectAtMail(t *testing.T) {
+	r := newRig(t, "tcp", func(c *config.Config) { c.RejectAt = "mail" })
+	s := r.session("2001:db8::1")
+	a, err := s.Mail("bob@fail.test", nil)
+	r.reply(a, err, 550, "5.7.23 ")
+}
+
+func TestSessionXclientSecondConnectWins(t *testing.T) {
+	r := newRig(t, "tcp", nil)
+	s := r.session("127.0.0.1") // trusted
+	r.want(s.Conn("[UNAVAILABLE]", milter.FamilyInet, 0, "192.0.2.77"))
+	r.want(s.Helo("client.test"))
+	r.want(s.Mail("bob@fail.test", nil))
+	a, err := s.Rcpt("u@example.test", nil)
+	r.reply(a, err, 550, "5.7.23 ")
+}
+
+func TestSessionSeveralMessagesAndAbort(t *testing.T) {
+	r := newRig(t, "tcp", nil)
+	s := r.session("192.0.2.10")
+	r.want(s.Mail("bob@fail.test", nil))
+	a, err := s.Rcpt("u@example.test", nil)
+	r.reply(a, err, 550, "5.7.23 ")
+	r.must(s.Abort())
+	for i := 0; i < 2; i++ {
+		r.want(s.Mail("a@pass.test", nil))
+		r.want(s.Rcpt("u@example.test", nil))
+		r.want(s.HeaderEnd())
+		mods, act, err := s.End()
+		r.want(act, err)
+		if len(mods) != 2 {
+			t.Errorf("message %d: %d modifications, want 2", i, len(mods))
+		}
+	}
+	if n := strings.Count(r.log.String(), "msg=decision"); n != 3 {
+		t.Errorf("%d decision lines, want 3:\n%s", n, r.log.String())
+	}
+}
+
+func TestSessionAuthenticatedAndTrustedNotJudged(t *testing.T) {
+	r := newRig(t, "tcp", nil)
+	s := r.session("192.0.2.10")
+	r.must(s.Macros(milter.CodeMail, "{auth_authen}", "carol"))
+	r.want(s.Mail("carol@fail.test", nil))
+	r.want(s.Rcpt("u@example.test", nil))
+	mods, act, err := s.End()
+	r.want(act, err)
+	if len(mods) != 0 {
+		t.Errorf("authenticated message modified: %+v", mods)
+	}
+	s2 := r.session("127.0.0.1")
+	r.want(s2.Mail("dave@fail.test", nil))
+	r.want(s2.Rcpt("u@example.test", nil))
+	l := r.log.String()
+	if !strings.Contains(l, "skipped=authenticated") || !strings.Contains(l, "auth=carol") {
+		t.Errorf("log: %s", l)
+	}
+}
+
+func TestSessionBudgetBoundsTheWait(t *testing.T) {
+	r := newRig(t, "tcp", nil)
+	r.dns.Drop("slow.test")
+	s := r.session("192.0.2.10")
+	start := time.Now()
+	r.want(s.Mail("a@slow.test", nil))
+	a, err := s.Rcpt("u@example.test", nil)
+	took := time.Since(start)
+	r.reply(a, err, 451, "4.7.24 SPF temperror")
+	if took > 900*time.Millisecond {
+		t.Errorf("MTA waited %v with a 500ms budget", took)
+	}
+}
+
+func TestSessionDryRun(t *testing.T) {
+	r := newRig(t, "tcp", func(c *config.Config) { c.DryRun = true })
+	s := r.session("192.0.2.10")
+	r.want(s.Mail("bob@fail.test", nil))
+	r.want(s.Rcpt("u@example.test", nil))
+	mods, act, err := s.End()
+	r.want(act, err)
+	found := false
+	for _, m := range mods {
+		if m.HeaderName == filter.OurHeader && strings.HasPrefix(m.HeaderValue, "dry-run=would-reject (550 5.7.23 ") {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no dry-run header in %+v", mods)
+	}
+}
+
+func TestShutdownDrainsThenCloses(t *testing.T) {
+	r := newRig(t, "tcp", nil)
+	s := r.session("192.0.2.10")
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := r.srv.Shutdown(ctx)
+	if err == nil || time.Since(start) < 150*time.Millisecond {
+		t.Fatalf("Shutdown returned %v after %v, want the grace period to end with a session open", err, time.Since(start))
+	}
+	if _, err := s.Mail("a@pass.test", nil); err == nil {
+		t.Errorf("session still served after the grace period")
+	}
+}
