@@ -64,13 +64,15 @@ func ParseAddress(s string) (Address, error) {
 	if strings.HasPrefix(domain, "[") {
 		return a, badAddr("address literals are not probed")
 	}
-	ascii, err := idna.Lookup.ToASCII(strings.TrimSuffix(domain, "."))
-	if err != nil {
-		return a, badAddr("domain %q: %v", domain, err)
-	}
-	ascii = strings.ToLower(ascii)
-	if ascii != strings.ToLower(strings.TrimSuffix(domain, ".")) {
-		a.UTF8Domain = true
+	domain = strings.TrimSuffix(domain, ".")
+	ascii := lowerASCII(domain)
+	if ascii == "" {
+		// U-labels: probe by the A-label (RFC 5890).
+		v, err := idna.Lookup.ToASCII(domain)
+		if err != nil {
+			return a, badAddr("domain %q: %v", domain, err)
+		}
+		ascii, a.UTF8Domain = strings.ToLower(v), true
 	}
 	if err := checkDomain(ascii); err != nil {
 		return a, err
@@ -156,4 +158,20 @@ func CacheKey(a Address) string {
 		}
 	}
 	return local + "@" + a.Domain
+}
+
+// lowerASCII lower-cases an ASCII name without allocating when it already
+// is; "" when s has non-ASCII bytes.
+func lowerASCII(s string) string {
+	upper := false
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return ""
+		}
+		upper = upper || (s[i] >= 'A' && s[i] <= 'Z')
+	}
+	if upper {
+		return strings.ToLower(s)
+	}
+	return s
 }
