@@ -44,6 +44,7 @@ func (s *Server) newSession() milter.Milter {
 		if c := ln.last; c != nil {
 			ln.last = nil
 			sess.mailArgs = c.mailArgs
+			c.onClose = sess.closed
 		}
 	}
 	return sess
@@ -125,6 +126,7 @@ type sniffConn struct {
 	net.Conn
 	l         *trackingListener
 	closeOnce sync.Once
+	onClose   func() // the session's last word; runs in its goroutine
 
 	hdr     [5]byte // length (4) and command (1)
 	hdrN    int
@@ -188,6 +190,9 @@ func (c *sniffConn) mailArgs() []string { return c.lastArg }
 func (c *sniffConn) Close() error {
 	err := c.Conn.Close()
 	c.closeOnce.Do(func() {
+		if c.onClose != nil {
+			c.onClose()
+		}
 		c.l.mu.Lock()
 		delete(c.l.conns, c)
 		c.l.mu.Unlock()

@@ -292,6 +292,15 @@ func (s *session) Body(m *milter.Modifier) (milter.Response, error) {
 	return respContinue, nil
 }
 
+// closed runs when the MTA's connection ends: a message it never ended
+// (no abort, no end of message) still gets its decision line.
+func (s *session) closed() {
+	if s.msg != nil && !s.msg.logged {
+		s.logDecision("disconnected")
+	}
+	s.msg = nil
+}
+
 func (s *session) Abort(m *milter.Modifier) error {
 	if s.msg != nil && !s.msg.logged {
 		s.logDecision("aborted")

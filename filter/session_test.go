@@ -13,6 +13,7 @@ import (
 
 	"github.com/emersion/go-milter"
 
+	"github.com/senderguard/senderguard/cache"
 	"github.com/senderguard/senderguard/checks/resolver"
 	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
@@ -282,5 +283,125 @@ func TestShutdownDrainsThenCloses(t *testing.T) {
 	}
 	if _, err := s.Mail("a@pass.test", nil); err == nil {
 		t.Errorf("session still served after the grace period")
+	}
+}
+
+func TestSessionWhitelists(t *testing.T) {
+	r := newRig(t, "tcp", func(c *config.Config) {
+		c.SPF.Whitelist.SenderDomains = []string{"fail.test"}
+		c.SPF.Whitelist.HeloNames = []string{"friend.test"}
+		c.SPF.Whitelist.Networks, _ = config.ParseNetworks("198.51.100.0/24")
+	})
+	cases := []struct{ ip, helo, sender, reason string }{
+		{"192.0.2.10", "client.test", "x@sub.fail.test", "whitelist-sender"},
+		{"192.0.2.10", "FRIEND.test", "y@fail.test2", "whitelist-helo"},
+		{"198.51.100.9", "client.test", "z@other.test", "whitelist-network"},
+	}
+	for _, c := range cases {
+		s, err := r.client.Session()
+		r.must(err)
+		r.want(s.Conn("h", milter.FamilyInet, 1, c.ip))
+		r.want(s.Helo(c.helo))
+		r.want(s.Mail(c.sender, nil))
+		r.want(s.Rcpt("u@example.test", nil))
+		s.Close()
+		waitFor(t, func() bool { return strings.Contains(r.log.String(), "sender="+c.sender+" outcome=aborted skipped="+c.reason) },
+			"%s skipped as %s:\n%s", c.sender, c.reason, r.log)
+	}
+	// A sender domain only whitelists itself and its subdomains.
+	s := r.session("192.0.2.10")
+	r.want(s.Mail("x@notfail.test", nil))
+	s.Close()
+	waitFor(t, func() bool { return strings.Contains(r.log.String(), "sender=x@notfail.test outcome=aborted spf_mailfrom=none") },
+		"x@notfail.test judged:\n%s", r.log)
+	if strings.Contains(r.log.String(), "sender=x@notfail.test outcome=aborted skipped") {
+		t.Error("notfail.test matched fail.test")
+	}
+}
+
+// BenchmarkMilterSession is one whole milter conversation for a message
+// (connect, HELO, MAIL, RCPT, header, EOH, EOM with two header insertions)
+// over loopback TCP, SPF answered from a warm DNS cache.
+func BenchmarkMilterSession(b *testing.B) {
+	srv := testdns.Start(b, zone...)
+	q, err := resolver.NewCached(&resolver.Stub{Servers: []string{srv.Addr}, Timeout: time.Second}, resolver.CacheConfig{}, nil, cacheHooks())
+	if err != nil {
+		b.Fatal(err)
+	}
+	cfg := config.Default()
+	cfg.Hostname, cfg.Callout.Enabled = "mx.test", false
+	f := filter.New(cfg, filter.Deps{SPF: &spf.Checker{Resolver: q, Receiver: "mx.test"}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := filter.NewServer(f)
+	go s.Serve(ln)
+	defer s.Shutdown(context.Background())
+	client := milter.NewClientWithOptions("tcp", ln.Addr().String(), milter.ClientOptions{
+		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, ActionMask: milter.OptAddHeader | milter.OptChangeHeader})
+	run := func() {
+		cs, err := client.Session()
+		if err != nil {
+			b.Fatal(err)
+		}
+		cs.Conn("client.test", milter.FamilyInet, 1, "192.0.2.10")
+		cs.Helo("client.test")
+		cs.Mail("a@pass.test", nil)
+		cs.Rcpt("u@example.test", nil)
+		cs.HeaderField("Subject", "x")
+		cs.HeaderEnd()
+		mods, act, err := cs.End()
+		if err != nil || act.Code != milter.ActContinue || len(mods) != 2 {
+			b.Fatalf("end: %v %+v %d", err, act, len(mods))
+		}
+		cs.Close()
+	}
+	run()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		run()
+	}
+}
+
+func cacheHooks() cache.Hooks { return cache.Hooks{} }
+
+func waitFor(t *testing.T, cond func() bool, format string, args ...any) {
+	t.Helper()
+	for i := 0; i < 100 && !cond(); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !cond() {
+		t.Errorf("timed out waiting: "+format, args...)
+	}
+}
+
+// BenchmarkNoOpMilterSession is the same conversation with go-milter's
+// do-nothing milter: the floor set by the protocol and the library.
+func BenchmarkNoOpMilterSession(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ms := &milter.Server{NewMilter: func() milter.Milter { return milter.NoOpMilter{} }, Actions: milter.OptAddHeader | milter.OptChangeHeader, Protocol: milter.OptNoBody}
+	go ms.Serve(ln)
+	defer ln.Close()
+	client := milter.NewClientWithOptions("tcp", ln.Addr().String(), milter.ClientOptions{
+		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, ActionMask: milter.OptAddHeader | milter.OptChangeHeader})
+	b.ReportAllocs()
+	for b.Loop() {
+		cs, err := client.Session()
+		if err != nil {
+			b.Fatal(err)
+		}
+		cs.Conn("client.test", milter.FamilyInet, 1, "192.0.2.10")
+		cs.Helo("client.test")
+		cs.Mail("a@pass.test", nil)
+		cs.Rcpt("u@example.test", nil)
+		cs.HeaderField("Subject", "x")
+		cs.HeaderEnd()
+		cs.End()
+		cs.Close()
 	}
 }

@@ -51,9 +51,18 @@ func TestProbeClassifications(t *testing.T) {
 		"nullmx.test. 60 IN MX 0 .",
 		"implicit.test. 60 IN A 127.0.0.21",
 		"nohost.test. 60 IN TXT \"no mail here\"",
+		"old.test. 60 IN MX 10 mx.old.test.", "mx.old.test. 60 IN A 127.0.0.23",
 	)
 	srv := e.smtp("127.0.0.21", func(s *testsmtp.Server) { s.Users = map[string]bool{"alice@a.test": true, "bob@implicit.test": true} })
 	e.smtp("127.0.0.22", nil) // accepts everyone
+	old := e.smtp("127.0.0.23", func(s *testsmtp.Server) { // knows only HELO
+		s.Reply = func(_ *testsmtp.Server, cmd string) string {
+			if strings.HasPrefix(cmd, "EHLO") {
+				return "502 5.5.2 Command not recognized"
+			}
+			return ""
+		}
+	})
 	tests := []struct {
 		addr     string
 		catchAll bool
@@ -68,6 +77,7 @@ func TestProbeClassifications(t *testing.T) {
 		{"x@nullmx.test", false, callout.NullMX, "nullmx.test publishes a null MX"},
 		{"x@nohost.test", false, callout.NoMailHost, "no address for any mail host of nohost.test"},
 		{"x@nxdomain.test", false, callout.NoMailHost, "nxdomain.test does not exist"},
+		{"x@old.test", false, callout.Exists, "mx.old.test: rcpt: 250 2.1.5 Ok"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.addr, func(t *testing.T) {
@@ -78,6 +88,9 @@ func TestProbeClassifications(t *testing.T) {
 				t.Errorf("got %s %q, want %s %q", r.Class, r.Evidence(), tc.want, tc.evidence)
 			}
 		})
+	}
+	if got := old.Commands(); len(got) < 2 || got[1] != "HELO probe.example.test" {
+		t.Errorf("no HELO fallback after a refused EHLO: %q", got)
 	}
 	// The dialogue: EHLO with our name, MAIL FROM:<>, RCPT, QUIT.
 	cmds := srv.Commands()

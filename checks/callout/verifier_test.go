@@ -171,3 +171,49 @@ func TestVerifierBreakerAndLimits(t *testing.T) {
 		t.Errorf("rate-limited domain: %d RCPT, skips %v; want 2 and one domain_rate", rate.Count("RCPT"), skips)
 	}
 }
+
+func TestVerifierRefreshKeepsPositiveOnTemporaryFailure(t *testing.T) {
+	e := newEnv(t, "r.test. 60 IN MX 10 mx.r.test.", "mx.r.test. 60 IN A 127.0.0.56")
+	var mode atomic.Value
+	mode.Store("")
+	srv := e.smtp("127.0.0.56", func(s *testsmtp.Server) {
+		s.Reply = func(_ *testsmtp.Server, cmd string) string {
+			if strings.HasPrefix(cmd, "RCPT") {
+				return mode.Load().(string)
+			}
+			return ""
+		}
+	})
+	v := e.verifier(callout.VerifierConfig{RefreshAfter: time.Second}, callout.Hooks{})
+	ctx := context.Background()
+	if r := v.Verify(ctx, "u@r.test"); r.Class != callout.Exists {
+		t.Fatalf("first: %s", r.Class)
+	}
+	waitRCPT := func(n int) {
+		t.Helper()
+		for i := 0; i < 50 && srv.Count("RCPT") < n; i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
+		time.Sleep(100 * time.Millisecond) // let the refresh store its result
+		if got := srv.Count("RCPT"); got != n {
+			t.Fatalf("%d RCPT, want %d", got, n)
+		}
+	}
+	// An old positive entry is served and refreshed in the background; a
+	// refresh that fails temporarily keeps it.
+	mode.Store("451 4.3.0 try later")
+	time.Sleep(2100 * time.Millisecond)
+	if r := v.Verify(ctx, "u@r.test"); r.Class != callout.Exists || !r.Cached {
+		t.Fatalf("old entry: %s cached=%v", r.Class, r.Cached)
+	}
+	waitRCPT(2)
+	if r := v.Verify(ctx, "u@r.test"); r.Class != callout.Exists {
+		t.Fatalf("after failed refresh: %s", r.Class)
+	}
+	// A refresh that learns the address is gone replaces it.
+	mode.Store("550 5.1.1 gone")
+	waitRCPT(3)
+	if r := v.Verify(ctx, "u@r.test"); r.Class != callout.NotExists {
+		t.Fatalf("after refresh: %s", r.Class)
+	}
+}

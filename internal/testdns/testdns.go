@@ -44,13 +44,8 @@ func New(addr string, zone ...string) (*Server, error) {
 	if err := s.Add(zone...); err != nil {
 		return nil, err
 	}
-	pc, err := net.ListenPacket("udp", addr)
+	pc, ln, err := listenBoth(addr)
 	if err != nil {
-		return nil, err
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
-	if err != nil {
-		pc.Close()
 		return nil, err
 	}
 	s.Addr = pc.LocalAddr().String()
@@ -207,4 +202,25 @@ func (s *Server) handle(w dns.ResponseWriter, r *dns.Msg, udp bool) {
 		m.Truncate(size)
 	}
 	w.WriteMsg(m)
+}
+
+// listenBoth opens UDP and TCP on one port; with port 0 it retries when
+// the UDP port's TCP twin is taken.
+func listenBoth(addr string) (net.PacketConn, net.Listener, error) {
+	var err error
+	for i := 0; i < 20; i++ {
+		var pc net.PacketConn
+		if pc, err = net.ListenPacket("udp", addr); err != nil {
+			return nil, nil, err
+		}
+		var ln net.Listener
+		if ln, err = net.Listen("tcp", pc.LocalAddr().String()); err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if !strings.HasSuffix(addr, ":0") {
+			break
+		}
+	}
+	return nil, nil, err
 }
