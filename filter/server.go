@@ -1,6 +1,7 @@
 package filter
 
 import (
+	"bufio"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -100,7 +101,7 @@ func (l *trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	sc := &sniffConn{Conn: c, l: l}
+	sc := &sniffConn{Conn: c, l: l, br: bufio.NewReaderSize(c, 8192)}
 	l.mu.Lock()
 	l.conns[sc] = struct{}{}
 	l.mu.Unlock()
@@ -127,6 +128,9 @@ type sniffConn struct {
 	l         *trackingListener
 	closeOnce sync.Once
 	onClose   func() // the session's last word; runs in its goroutine
+	// br halves the read system calls: go-milter reads each packet's
+	// length and body with separate unbuffered reads.
+	br *bufio.Reader
 
 	hdr     [5]byte // length (4) and command (1)
 	hdrN    int
@@ -139,7 +143,7 @@ type sniffConn struct {
 const maxSniff = 64 << 10
 
 func (c *sniffConn) Read(p []byte) (int, error) {
-	n, err := c.Conn.Read(p)
+	n, err := c.br.Read(p)
 	c.follow(p[:n])
 	return n, err
 }
