@@ -66,3 +66,33 @@ func TestTTLExpiresAndBounds(t *testing.T) {
 type stepClock struct{ now time.Time }
 
 func (c *stepClock) Now() time.Time { return c.now }
+
+func TestMemoryStoreRoundTrip(t *testing.T) {
+	m, err := NewMemory(10, nil, Hooks{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	in := []Entry{
+		{Kind: "exists", Code: 250, Enhanced: "2.1.5", Stored: 42},
+		{Kind: "not-exists", Code: 550, Stored: 7},
+		{Kind: "breaker"},
+	}
+	for i, e := range in {
+		if err := m.Set(ctx, fmt.Sprint("k", i), e, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, want := range in {
+		got, left, ok, err := m.Get(ctx, fmt.Sprint("k", i))
+		if err != nil || !ok || got != want || left <= 0 {
+			t.Errorf("%d: got %+v %v %v %v, want %+v", i, got, left, ok, err, want)
+		}
+	}
+	if _, _, ok, _ := m.Get(ctx, "k9"); ok {
+		t.Error("hit on a key never set")
+	}
+	if err := m.Set(ctx, "bad", Entry{Kind: "x", Enhanced: "5.1"}, time.Hour); err == nil {
+		t.Error("bad enhanced code accepted")
+	}
+}
