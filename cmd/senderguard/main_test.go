@@ -1,0 +1,57 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func build(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "senderguard")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+func TestCommands(t *testing.T) {
+	bin := build(t)
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(good, []byte("dry_run: true\n"), 0o644)
+	os.WriteFile(bad, []byte("dry_run: true\nstage_budget: fast\n"), 0o644)
+	tests := []struct {
+		args     []string
+		code     int
+		contains string
+	}{
+		{[]string{"version"}, 0, "senderguard dev"},
+		{[]string{"check-config", "-config", good}, 0, "dry_run: true"},
+		{[]string{"check-config", "-config", good, "-reject-at", "mail"}, 0, "reject_at: mail"},
+		{[]string{"check-config", "-config", bad}, 1, bad + ": line 2: bad duration \"fast\""},
+		{[]string{"check-config", "-reject-at", "data"}, 1, "reject_at: must be rcpt or mail"},
+		{[]string{"serve", "-config", bad}, 1, "line 2: bad duration"},
+		{[]string{"-config", filepath.Join(dir, "missing.yaml")}, 1, "no such file"},
+		{[]string{"spf", "-ip", "not-an-ip"}, 2, "-ip must be an IP address"},
+		{[]string{"probe"}, 2, "usage: senderguard probe"},
+		{[]string{"frobnicate"}, 2, "unknown command"},
+	}
+	for _, tc := range tests {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			out, err := exec.Command(bin, tc.args...).CombinedOutput()
+			code := 0
+			if ee, ok := err.(*exec.ExitError); ok {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			if code != tc.code || !strings.Contains(string(out), tc.contains) {
+				t.Errorf("exit %d, output:\n%s\nwant exit %d and %q", code, out, tc.code, tc.contains)
+			}
+		})
+	}
+}
