@@ -25,6 +25,12 @@ func (s *session) logDecision(outcome string) {
 		slog.String("sender", msg.sender),
 		slog.String("outcome", outcome),
 	}
+	if j := s.conn.macros["j"]; j != "" {
+		attrs = append(attrs, slog.String("mta", j))
+	}
+	if d := s.conn.macros["{daemon_name}"]; d != "" {
+		attrs = append(attrs, slog.String("daemon", d))
+	}
 	if len(msg.args) > 0 {
 		attrs = append(attrs, slog.String("esmtp_args", strings.Join(msg.args, " ")))
 	}
