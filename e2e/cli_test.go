@@ -13,9 +13,9 @@ import (
 
 func TestProbeCommandAgainstRealPostfix(t *testing.T) {
 	tests := []struct {
-		args       []string
-		line1      string
-		line2      string
+		args  []string
+		line1 string
+		line2 string
 	}{
 		{[]string{"-callout-allow-private", "alice@example.test"}, "exists", "mx.example.test: rcpt: 250 2.1.5 Ok"},
 		{[]string{"-callout-allow-private", "mallory@example.test"}, "not-exists", "mx.example.test: rcpt: 550 5.1.1 <mallory@example.test>: Recipient address rejected"},

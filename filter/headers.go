@@ -5,6 +5,7 @@ import (
 
 	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
+	"github.com/senderguard/senderguard/internal/safetext"
 )
 
 type header struct{ name, value string }
@@ -51,7 +52,7 @@ func resinfo(r *spf.Result, prop, value string) string {
 	s := "spf=" + string(r.Status)
 	if r.Status == spf.TempError || r.Status == spf.PermError {
 		// A comment, not free text from the record: RFC 8601 §2.3.
-		s += " (" + strings.NewReplacer("(", "", ")", "", "\\", "").Replace(spf.Printable(r.Problem.Error(), 120)) + ")"
+		s += " (" + strings.NewReplacer("(", "", ")", "", "\\", "").Replace(safetext.Printable(r.Problem.Error(), 120)) + ")"
 	}
 	return s + " " + prop + "=" + spf.QuoteValue(value)
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/senderguard/senderguard/checks/callout"
 	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
+	"github.com/senderguard/senderguard/internal/safetext"
 )
 
 // Verdict is what the policy decided for a message.
@@ -167,5 +168,5 @@ func calloutAction(a *config.CalloutActions, c callout.Class) config.Action {
 // printable ASCII, bounded, and without "%" (Sendmail treats reply text
 // as a format string).
 func replyText(s string) string {
-	return strings.ReplaceAll(spf.Printable(s, 300), "%", "")
+	return strings.ReplaceAll(safetext.Printable(s, 300), "%", "")
 }

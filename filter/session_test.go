@@ -305,7 +305,9 @@ func TestSessionWhitelists(t *testing.T) {
 		r.want(s.Mail(c.sender, nil))
 		r.want(s.Rcpt("u@example.test", nil))
 		s.Close()
-		waitFor(t, func() bool { return lineWith(r.log.String(), "sender="+c.sender+" outcome=aborted", "skipped="+c.reason) },
+		waitFor(t, func() bool {
+			return lineWith(r.log.String(), "sender="+c.sender+" outcome=aborted", "skipped="+c.reason)
+		},
 			"%s skipped as %s:\n%s", c.sender, c.reason, r.log)
 	}
 	// A sender domain only whitelists itself and its subdomains.

@@ -197,6 +197,16 @@ func refusedUs(r *Result, step string, rep *Reply) *Result {
 	return r
 }
 
+// notOK ends a dialogue after a refusal before RCPT: a 5xx refused the
+// prober itself; a 4xx (421 and the like) lets the next host try.
+func notOK(r *Result, step string, rep *Reply) *Result {
+	if rep.Code >= 500 {
+		return refusedUs(r, step, rep)
+	}
+	r.Step, r.Reply = step, rep
+	return r
+}
+
 // dialogue runs one SMTP conversation with ip.
 func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.Addr) *Result {
 	r := &Result{Class: Unknown, Host: host}
@@ -238,11 +248,7 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 		return fail("banner", err)
 	}
 	if rep.Code != 220 {
-		if rep.Code >= 500 {
-			return refusedUs(r, "banner", rep)
-		}
-		r.Step, r.Reply = "banner", rep // 421 and other 4xx: try the next host
-		return r
+		return notOK(r, "banner", rep)
 	}
 	helo := p.Helo
 	if helo == "" {
@@ -264,11 +270,7 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 			return fail("helo", err)
 		}
 		if rep.Code != 250 {
-			if rep.Code >= 500 {
-				return refusedUs(r, "helo", rep)
-			}
-			r.Step, r.Reply = "helo", rep
-			return r
+			return notOK(r, "helo", rep)
 		}
 	}
 	if a.UTF8Local && !utf8OK {
@@ -284,11 +286,7 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 		return fail("mail", err)
 	}
 	if rep.Code != 250 {
-		if rep.Code >= 500 {
-			return refusedUs(r, "mail", rep)
-		}
-		r.Step, r.Reply = "mail", rep
-		return r
+		return notOK(r, "mail", rep)
 	}
 	if rep, _, err = c.cmd("RCPT TO:<" + a.String() + ">"); err != nil {
 		return fail("rcpt", err)

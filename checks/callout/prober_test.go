@@ -54,7 +54,7 @@ func TestProbeClassifications(t *testing.T) {
 		"old.test. 60 IN MX 10 mx.old.test.", "mx.old.test. 60 IN A 127.0.0.23",
 	)
 	srv := e.smtp("127.0.0.21", func(s *testsmtp.Server) { s.Users = map[string]bool{"alice@a.test": true, "bob@implicit.test": true} })
-	e.smtp("127.0.0.22", nil) // accepts everyone
+	e.smtp("127.0.0.22", nil)                              // accepts everyone
 	old := e.smtp("127.0.0.23", func(s *testsmtp.Server) { // knows only HELO
 		s.Reply = func(_ *testsmtp.Server, cmd string) string {
 			if strings.HasPrefix(cmd, "EHLO") {

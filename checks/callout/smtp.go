@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/senderguard/senderguard/internal/safetext"
 )
 
 // Bounds on what a remote server may send us.
@@ -128,15 +130,4 @@ func (c *smtpConn) close() { c.conn.Close() }
 
 // bounded keeps printable ASCII and cuts to maxReplyText: remote text goes
 // into logs and headers.
-func bounded(s string) string {
-	b := []byte(s)
-	if len(b) > maxReplyText {
-		b = b[:maxReplyText]
-	}
-	for i, ch := range b {
-		if ch < 0x20 || ch > 0x7e {
-			b[i] = '?'
-		}
-	}
-	return string(b)
-}
+func bounded(s string) string { return safetext.Printable(s, maxReplyText) }

@@ -2,6 +2,8 @@ package spf
 
 import (
 	"strings"
+
+	"github.com/senderguard/senderguard/internal/safetext"
 )
 
 // ReceivedSPF renders the value of a Received-SPF header field
@@ -32,7 +34,7 @@ func (r *Result) ReceivedSPF(receiver, helo string) string {
 		kv("mechanism", r.Mechanism)
 	}
 	if r.Problem != nil {
-		kv("problem", Printable(r.Problem.Error(), 200))
+		kv("problem", safetext.Printable(r.Problem.Error(), 200))
 	}
 	return strings.TrimSuffix(b.String(), ";")
 }
@@ -90,19 +92,4 @@ func QuoteValue(v string) string {
 	}
 	b.WriteByte('"')
 	return b.String()
-}
-
-// Printable keeps printable ASCII of s (other bytes become '?') and cuts
-// it to at most n bytes; for remote-controlled text in replies and headers.
-func Printable(s string, n int) string {
-	b := []byte(s)
-	if len(b) > n {
-		b = b[:n]
-	}
-	for i, c := range b {
-		if c < 0x20 || c > 0x7e {
-			b[i] = '?'
-		}
-	}
-	return string(b)
 }

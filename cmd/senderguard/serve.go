@@ -55,17 +55,27 @@ func setLevel(level *slog.LevelVar, cfg *config.Config) {
 	level.Set(l)
 }
 
-func runCheckConfig(args []string) int {
-	fs := flag.NewFlagSet("check-config", flag.ContinueOnError)
-	path := fs.String("config", "", "config file to validate")
-	ov := config.BindFlags(fs)
+// configFlags parses the -config flag and every setting's flag, and loads
+// the configuration; code is the exit status when cfg is nil.
+func configFlags(name string, args []string) (cfg *config.Config, path string, ov *config.Overrides, code int) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	p := fs.String("config", "", "YAML config file (default: embedded defaults)")
+	ov = config.BindFlags(fs)
 	if err := fs.Parse(args); err != nil {
-		return 2
+		return nil, "", nil, 2
 	}
-	cfg, err := loadConfig(*path, ov)
+	cfg, err := loadConfig(*p, ov)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "senderguard: invalid configuration:", err)
-		return 1
+		return nil, "", nil, 1
+	}
+	return cfg, *p, ov, 0
+}
+
+func runCheckConfig(args []string) int {
+	cfg, _, _, code := configFlags("check-config", args)
+	if cfg == nil {
+		return code
 	}
 	out, err := cfg.Marshal()
 	if err != nil {
@@ -77,16 +87,9 @@ func runCheckConfig(args []string) int {
 }
 
 func runServe(args []string) int {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	path := fs.String("config", "", "YAML config file (default: embedded defaults)")
-	ov := config.BindFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	cfg, err := loadConfig(*path, ov)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "senderguard: invalid configuration:", err)
-		return 1
+	cfg, path, ov, code := configFlags("serve", args)
+	if cfg == nil {
+		return code
 	}
 	level := new(slog.LevelVar)
 	logger := newLogger(cfg, level)
@@ -137,7 +140,7 @@ func runServe(args []string) int {
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	ready.Store(true)
-	logger.Info("senderguard serving", "version", version, "listen", cfg.Listen, "metrics", cfg.MetricsListen, "dry_run", cfg.DryRun, "config", *path)
+	logger.Info("senderguard serving", "version", version, "listen", cfg.Listen, "metrics", cfg.MetricsListen, "dry_run", cfg.DryRun, "config", path)
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
@@ -151,7 +154,7 @@ func runServe(args []string) int {
 			return 0
 		case sig := <-sigs:
 			if sig == syscall.SIGHUP {
-				reload(f, *path, ov, level, m, logger)
+				reload(f, path, ov, level, m, logger)
 				continue
 			}
 			logger.Info("draining", "signal", sig.String(), "grace", f.Config().ShutdownGrace.D())
