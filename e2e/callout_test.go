@@ -153,3 +153,17 @@ func TestCalloutTarpitTempfailsThenAnswersFromCache(t *testing.T) {
 		t.Errorf("tarpit server saw %d RCPT, want 1", srv.Count("RCPT"))
 	}
 }
+
+func TestCalloutMetricsMove(t *testing.T) {
+	for _, name := range []string{
+		`senderguard_callout_probes_total{result="not-exists"}`,
+		`senderguard_callout_probes_total{result="exists"}`,
+		`senderguard_callout_probe_duration_seconds_count`,
+		`senderguard_cache_requests_total{cache="callout",result="hit"}`,
+		`senderguard_check_results_total{check="callout",result="null-mx"}`,
+	} {
+		if v := metric(t, name); v <= 0 {
+			t.Errorf("%s = %v, want > 0", name, v)
+		}
+	}
+}

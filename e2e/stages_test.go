@@ -267,3 +267,24 @@ func TestReloads(t *testing.T) {
 		})
 	})
 }
+
+// TestMetricsMove runs after traffic: the counters an operator graphs
+// must have moved.
+func TestMetricsMove(t *testing.T) {
+	for _, name := range []string{
+		`senderguard_milter_sessions_total`,
+		`senderguard_messages_total`,
+		`senderguard_verdicts_total{action="accept",stage="eom"}`,
+		`senderguard_check_results_total{check="spf_mailfrom",result="pass"}`,
+		`senderguard_check_duration_seconds_count{check="spf_helo"}`,
+		`senderguard_cache_requests_total{cache="dns",result="hit"}`,
+		`senderguard_cache_requests_total{cache="dns",result="miss"}`,
+		`senderguard_dns_queries_total{outcome="noerror",type="TXT"}`,
+		`senderguard_dns_queries_total{outcome="servfail",type="TXT"}`,
+		`senderguard_build_info{goversion="` + runtimeVersion() + `",version="dev"}`,
+	} {
+		if v := metric(t, name); v <= 0 {
+			t.Errorf("%s = %v, want > 0", name, v)
+		}
+	}
+}

@@ -37,6 +37,7 @@ func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock()
 
 type rig struct {
 	t      *testing.T
+	addr   string
 	dns    *testdns.Server
 	log    *logBuf
 	srv    *filter.Server
@@ -66,6 +67,7 @@ func newRig(t *testing.T, network string, edit func(*config.Config)) *rig {
 	if err != nil {
 		t.Fatal(err)
 	}
+	r.addr = ln.Addr().String()
 	r.srv = filter.NewServer(r.f)
 	done := make(chan error, 1)
 	go func() { done <- r.srv.Serve(ln) }()
@@ -83,6 +85,8 @@ func newRig(t *testing.T, network string, edit func(*config.Config)) *rig {
 	})
 	return r
 }
+
+func (r *rig) listenAddr() string { return r.addr }
 
 func (r *rig) session(ip string) *milter.ClientSession {
 	r.t.Helper()
@@ -421,4 +425,33 @@ func lineWith(log string, parts ...string) bool {
 		}
 	}
 	return false
+}
+
+func TestMalformedMilterTrafficDoesNotHurt(t *testing.T) {
+	r := newRig(t, "tcp", nil)
+	for _, junk := range [][]byte{
+		{0, 0, 0, 0},                     // zero-length packet
+		{0xff, 0xff, 0xff, 0xff},         // 4 GiB packet
+		{0, 0, 0, 2, 'C', 0},             // truncated connect
+		{0, 0, 0, 1, 'Z'},                // unknown command
+		{0, 0, 0, 3, 'M', 0, 0},          // MAIL with nothing
+		[]byte("GET / HTTP/1.0\r\n\r\n"), // not milter at all
+	} {
+		c, err := net.Dial("tcp", r.listenAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Write(junk)
+		c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		buf := make([]byte, 64)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				break // the filter hung up (or timed out in the deadline)
+			}
+		}
+		c.Close()
+	}
+	// Still serving.
+	s := r.session("192.0.2.10")
+	r.want(s.Mail("a@pass.test", nil))
 }
