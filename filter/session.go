@@ -150,6 +150,10 @@ func (s *session) runChecks(ctx context.Context, rt *runtime, msg *message) {
 		// RFC 7208 §2.4: for the null reverse path the HELO result is the
 		// MAIL FROM result; never probed.
 		f.SPFMail = f.SPFHelo
+		if f.SPFMail == nil && cfg.SPF.CheckMailFrom && s.conn.helo != "" {
+			r := s.f.deps.SPF.CheckMailFrom(ctx, s.conn.ip, s.conn.helo, "")
+			f.SPFMail = &r
+		}
 		return
 	}
 	s.runCallout(ctx, rt, msg)

@@ -455,3 +455,23 @@ func TestMalformedMilterTrafficDoesNotHurt(t *testing.T) {
 	s := r.session("192.0.2.10")
 	r.want(s.Mail("a@pass.test", nil))
 }
+
+func TestSessionNullSenderChecksHELO(t *testing.T) {
+	for _, checkHELO := range []bool{true, false} {
+		r := newRig(t, "tcp", func(c *config.Config) { c.SPF.CheckHELO = checkHELO })
+		s := r.session("192.0.2.10")
+		r.want(s.Mail("", nil))
+		r.want(s.Rcpt("u@example.test", nil))
+		mods, act, err := s.End()
+		r.want(act, err)
+		found := false
+		for _, m := range mods {
+			if m.HeaderName == "Received-SPF" && strings.Contains(m.HeaderValue, "identity=helo") && strings.HasPrefix(m.HeaderValue, "pass ") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("check_helo=%v: no Received-SPF for the HELO identity in %+v", checkHELO, mods)
+		}
+	}
+}
