@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -205,5 +206,71 @@ func TestCacheIsBounded(t *testing.T) {
 	}
 	if c.Len() != 10 {
 		t.Errorf("cache holds %d, want 10", c.Len())
+	}
+}
+
+// hostileServer answers every UDP question with whatever reply builds.
+func hostileServer(t *testing.T, reply func(q *dns.Msg) []byte) string {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, addr, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			q := new(dns.Msg)
+			if q.Unpack(buf[:n]) != nil {
+				continue
+			}
+			if b := reply(q); b != nil {
+				pc.WriteTo(b, addr)
+			}
+		}
+	}()
+	return pc.LocalAddr().String()
+}
+
+func TestHostileServersAreSkipped(t *testing.T) {
+	good := testdns.Start(t, `a.test. 300 IN A 192.0.2.1`)
+	hostile := map[string]func(q *dns.Msg) []byte{
+		"garbage": func(*dns.Msg) []byte { return []byte("\x00\x01not dns at all") },
+		"other question": func(q *dns.Msg) []byte {
+			m := new(dns.Msg)
+			m.SetQuestion("evil.test.", dns.TypeA)
+			m.Id, m.Response = q.Id, true
+			rr, _ := dns.NewRR("evil.test. 300 IN A 203.0.113.66")
+			m.Answer = []dns.RR{rr}
+			b, _ := m.Pack()
+			return b
+		},
+		"wrong id": func(q *dns.Msg) []byte {
+			m := new(dns.Msg)
+			m.SetReply(q)
+			m.Id++
+			rr, _ := dns.NewRR("a.test. 300 IN A 203.0.113.66")
+			m.Answer = []dns.RR{rr}
+			b, _ := m.Pack()
+			return b
+		},
+		"refused": func(q *dns.Msg) []byte {
+			m := new(dns.Msg)
+			m.SetRcode(q, dns.RcodeRefused)
+			b, _ := m.Pack()
+			return b
+		},
+	}
+	for name, reply := range hostile {
+		t.Run(name, func(t *testing.T) {
+			q := stub(hostileServer(t, reply), good.Addr)
+			a, err := q.Query(context.Background(), "a.test", dns.TypeA)
+			if err != nil || len(a.Addrs) != 1 || a.Addrs[0].String() != "192.0.2.1" {
+				t.Fatalf("got %+v, %v; want the good server's answer", a, err)
+			}
+		})
 	}
 }
