@@ -207,13 +207,52 @@ func TestVerifierRefreshKeepsPositiveOnTemporaryFailure(t *testing.T) {
 		t.Fatalf("old entry: %s cached=%v", r.Class, r.Cached)
 	}
 	waitRCPT(2)
+	// A refresh that learns the address is gone replaces it. The entry is
+	// still old, so this look-up answers from it and refreshes again.
+	mode.Store("550 5.1.1 gone")
 	if r := v.Verify(ctx, "u@r.test"); r.Class != callout.Exists {
 		t.Fatalf("after failed refresh: %s", r.Class)
 	}
-	// A refresh that learns the address is gone replaces it.
-	mode.Store("550 5.1.1 gone")
 	waitRCPT(3)
 	if r := v.Verify(ctx, "u@r.test"); r.Class != callout.NotExists {
 		t.Fatalf("after refresh: %s", r.Class)
+	}
+}
+
+func TestVerifierConcurrencyLimits(t *testing.T) {
+	e := newEnv(t, "c.test. 60 IN MX 10 mx.c.test.", "mx.c.test. 60 IN A 127.0.0.57",
+		"d.test. 60 IN MX 10 mx.c.test.")
+	srv := e.smtp("127.0.0.57", func(s *testsmtp.Server) {
+		s.Reply = func(_ *testsmtp.Server, cmd string) string {
+			if strings.HasPrefix(cmd, "RCPT") {
+				time.Sleep(300 * time.Millisecond)
+			}
+			return ""
+		}
+	})
+	skips := map[string]int{}
+	var mu sync.Mutex
+	v := e.verifier(callout.VerifierConfig{PerDomainConcurrency: 1, GlobalConcurrency: 2}, callout.Hooks{
+		Skip: func(r string) { mu.Lock(); skips[r]++; mu.Unlock() },
+	})
+	var wg sync.WaitGroup
+	// Two different addresses at c.test at once: one probe, one skipped;
+	// then a third domain-distinct probe fills the global limit of 2 and a
+	// fourth is refused by it.
+	addrs := []string{"1@c.test", "2@c.test", "3@d.test"}
+	for i, a := range addrs {
+		wg.Add(1)
+		go func() { defer wg.Done(); v.Verify(context.Background(), a) }()
+		time.Sleep(time.Duration(i+1) * 30 * time.Millisecond)
+	}
+	time.Sleep(50 * time.Millisecond)
+	if r := v.Verify(context.Background(), "4@e.test"); r.Class != callout.Unknown || !strings.Contains(r.Evidence(), "global_concurrency") {
+		t.Errorf("fourth probe: %s %s", r.Class, r.Evidence())
+	}
+	wg.Wait()
+	mu.Lock()
+	defer mu.Unlock()
+	if skips["domain_concurrency"] != 1 || skips["global_concurrency"] != 1 || srv.Count("RCPT") != 2 {
+		t.Errorf("skips %v, %d RCPT; want one of each and 2 RCPT", skips, srv.Count("RCPT"))
 	}
 }
