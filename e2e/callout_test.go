@@ -49,12 +49,7 @@ func TestCalloutAgainstRealPostfix(t *testing.T) {
 			t.Fatalf("RCPT: got %v, want 550 5.1.7 naming the remote 550 5.1.1", r)
 		}
 		c.expect(250, "RSET")
-		c.expect(250, "MAIL FROM:<alice@example.test>")
-		c.expect(250, "RCPT TO:<u@example.test>")
-		tok := token(t)
-		if r := c.data(tok); r.Code != 250 {
-			t.Fatalf("end of data: %v", r)
-		}
+		tok := c.deliver(t, "alice@example.test", "u@example.test")
 		c.quit()
 		xs := headerValues(delivered(t, m, tok), "X-Senderguard")
 		if len(xs) != 1 || !strings.HasPrefix(xs[0], "callout=exists") {

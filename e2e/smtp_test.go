@@ -87,6 +87,18 @@ func (c *client) data(token string, headers ...string) reply {
 	return c.read()
 }
 
+// deliver sends one message that must be accepted and returns its token.
+func (c *client) deliver(t testing.TB, sender, rcpt string) string {
+	t.Helper()
+	c.expect(250, "MAIL FROM:<%s>", sender)
+	c.expect(250, "RCPT TO:<%s>", rcpt)
+	tok := token(t)
+	if r := c.data(tok); r.Code != 250 {
+		t.Fatalf("end of data: %v", r)
+	}
+	return tok
+}
+
 func (c *client) quit() { c.tc.PrintfLine("QUIT"); c.tc.ReadResponse(0) }
 
 // delivered waits for the message with token to reach the MTA's store and

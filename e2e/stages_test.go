@@ -113,12 +113,7 @@ func TestTrustedClientNotJudged(t *testing.T) {
 	forEachMTA(t, func(t *testing.T, m *mtaInstance) {
 		c := dial(t, m.addr, "127.0.0.1")
 		c.expect(250, "EHLO client.test")
-		c.expect(250, "MAIL FROM:<trusted@fail.test>")
-		c.expect(250, "RCPT TO:<u@example.test>")
-		tok := token(t)
-		if r := c.data(tok); r.Code != 250 {
-			t.Fatalf("end of data: %v", r)
-		}
+		tok := c.deliver(t, "trusted@fail.test", "u@example.test")
 		c.quit()
 		hdr := delivered(t, m, tok)
 		if len(headerValues(hdr, "Received-SPF")) != 0 {
@@ -137,13 +132,11 @@ func TestAuthenticatedClientNotJudged(t *testing.T) {
 	c.expect(250, "EHLO client.test")
 	c.expect(220, "XCLIENT LOGIN=erin")
 	c.expect(250, "EHLO client.test")
-	c.expect(250, "MAIL FROM:<erin@fail.test>")
-	c.expect(250, "RCPT TO:<u@example.test>")
-	tok := token(t)
-	if r := c.data(tok); r.Code != 250 {
-		t.Fatalf("end of data: %v", r)
-	}
+	tok := c.deliver(t, "erin@fail.test", "u@example.test")
 	c.quit()
+	if hdr := delivered(t, h.postfix, tok); len(headerValues(hdr, "Received-SPF")) != 0 {
+		t.Errorf("authenticated client judged:\n%s", hdr)
+	}
 	if l := decisionLine(t, "erin@fail.test"); !strings.Contains(l, "skipped=authenticated") || !strings.Contains(l, "auth=erin") {
 		t.Errorf("decision line: %s", l)
 	}
@@ -154,12 +147,7 @@ func TestXclientAddressWinsAndIPv6(t *testing.T) {
 	c.expect(250, "EHLO client.test")
 	c.expect(220, "XCLIENT ADDR=IPV6:2001:db8::25 NAME=[UNAVAILABLE]")
 	c.expect(250, "EHLO client.test")
-	c.expect(250, "MAIL FROM:<frank@pass.test>")
-	c.expect(250, "RCPT TO:<u@example.test>")
-	tok := token(t)
-	if r := c.data(tok); r.Code != 250 {
-		t.Fatalf("end of data: %v", r)
-	}
+	tok := c.deliver(t, "frank@pass.test", "u@example.test")
 	c.quit()
 	hdr := delivered(t, h.postfix, tok)
 	rs := headerValues(hdr, "Received-SPF")
@@ -249,12 +237,7 @@ func TestReloads(t *testing.T) {
 		forEachMTA(t, func(t *testing.T, m *mtaInstance) {
 			c := dial(t, m.addr, "127.0.0.19")
 			c.expect(250, "EHLO client.test")
-			c.expect(250, "MAIL FROM:<ken@fail.test>")
-			c.expect(250, "RCPT TO:<u@example.test>")
-			tok := token(t)
-			if r := c.data(tok); r.Code != 250 {
-				t.Fatalf("end of data: %v", r)
-			}
+			tok := c.deliver(t, "ken@fail.test", "u@example.test")
 			c.quit()
 			hdr := delivered(t, m, tok)
 			xs := headerValues(hdr, "X-Senderguard")
