@@ -29,6 +29,7 @@ func TestBrokenConfigs(t *testing.T) {
 		{"unknown-action.yaml", "testdata/unknown-action.yaml: line 3: field maybe not found"},
 		{"bad-yaml.yaml", "testdata/bad-yaml.yaml: "},
 		{"missing.yaml", "no such file"},
+		{"long-budget.yaml", "testdata/long-budget.yaml: line 1: stage_budget: must be positive and at most 1m"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {

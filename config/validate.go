@@ -4,6 +4,7 @@ import (
 	"encoding"
 	"fmt"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -53,8 +54,10 @@ func (c *Config) Validate() error {
 	default:
 		return fieldErr("reject_at", "must be rcpt or mail, not %q", c.RejectAt)
 	}
-	if c.StageBudget <= 0 {
-		return fieldErr("stage_budget", "must be positive")
+	if c.StageBudget <= 0 || c.StageBudget.D() > time.Minute {
+		// The MTA gives up on a silent milter: Sendmail's T=R defaults to
+		// 10s, Postfix's milter_command_timeout to 30s.
+		return fieldErr("stage_budget", "must be positive and at most 1m, below the MTA's milter timeouts")
 	}
 	switch c.Log.Format {
 	case "text", "json":
