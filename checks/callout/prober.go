@@ -40,6 +40,9 @@ type Prober struct {
 	SkipHost func(host string) bool
 }
 
+// maxAddressTries bounds the connections of one probe.
+const maxAddressTries = 5
+
 // mailHost is one MX target with its usable addresses.
 type mailHost struct {
 	name  string
@@ -71,8 +74,14 @@ func (p *Prober) probe(ctx context.Context, addr string) *Result {
 		return &Result{Class: class, Err: err}
 	}
 	var last *Result
+	tries := 0
 	for _, h := range hosts {
 		for _, ip := range h.addrs {
+			// Like Postfix's smtp_mx_address_limit: a domain with many
+			// hosts and addresses gets a bounded number of attempts.
+			if tries++; tries > maxAddressTries {
+				break
+			}
 			if ctx.Err() != nil {
 				return &Result{Class: Unknown, Host: h.name, Err: fmt.Errorf("probe budget ended: %w", ctx.Err())}
 			}

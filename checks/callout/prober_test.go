@@ -314,3 +314,25 @@ func TestUTF8LocalPartNeedsSMTPUTF8(t *testing.T) {
 		t.Errorf("IDN RCPT not by A-label: %q", got)
 	}
 }
+
+func TestProbeBoundsAttemptsPerDomain(t *testing.T) {
+	zone := []string{}
+	for i := 0; i < 10; i++ {
+		zone = append(zone, fmt.Sprintf("many.test. 60 IN MX %d mx%d.many.test.", i, i), fmt.Sprintf("mx%d.many.test. 60 IN A 127.0.0.%d", i, 70+i))
+	}
+	e := newEnv(t, zone...)
+	var servers []*testsmtp.Server
+	for i := 0; i < 10; i++ {
+		servers = append(servers, e.smtp(fmt.Sprintf("127.0.0.%d", 70+i), func(s *testsmtp.Server) { s.Banner = "421 4.3.2 busy" }))
+	}
+	if r := e.probe("u@many.test"); r.Class != callout.Unknown {
+		t.Fatalf("got %s", r.Class)
+	}
+	conns := 0
+	for _, s := range servers {
+		conns += s.Conns()
+	}
+	if conns != 5 {
+		t.Errorf("%d connections for one probe, want 5", conns)
+	}
+}
