@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -188,7 +189,7 @@ func Parse(name string, data []byte) (*Config, error) {
 	if len(root.Content) > 0 {
 		dec := yaml.NewDecoder(bytes.NewReader(data))
 		dec.KnownFields(true)
-		if err := dec.Decode(c); err != nil && !errors.Is(err, errEOF) {
+		if err := dec.Decode(c); err != nil && !errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: %w", name, cleanYAMLError(err))
 		}
 	}
@@ -203,8 +204,6 @@ func Parse(name string, data []byte) (*Config, error) {
 	}
 	return c, nil
 }
-
-var errEOF = errors.New("EOF")
 
 // cleanYAMLError turns yaml.v3's "yaml: unmarshal errors:\n  line N: ..."
 // into "line N: ...; line M: ...".

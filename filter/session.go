@@ -53,9 +53,9 @@ type session struct {
 
 var _ milter.Milter = (*session)(nil)
 
-var (
-	respContinue = milter.RespContinue
-)
+// respContinue is the only simple response sessions give: any other makes
+// go-milter replace the session value and lose the connection's state.
+const respContinue = milter.RespContinue
 
 // saveMacros copies what a stage delivered: go-milter replaces its macro
 // map at every macro packet.
