@@ -22,8 +22,15 @@ stop() {
 	done
 }
 
+# forget drops our directory from /etc/postfix's alternate_config_directories.
+forget() {
+	local list
+	list=$(postconf -h alternate_config_directories 2>/dev/null | tr ',' '\n' | sed 's/^ *//;s/ *$//' | grep -vxF "$etc" | paste -sd, - | sed 's/,/, /g')
+	postconf -e "alternate_config_directories = $list" 2>/dev/null || true
+}
+
 case $cmd in
-down) stop; exit 0 ;;
+down) stop; forget; exit 0 ;;
 up) ;;
 *) echo "usage: postfix.sh up MILTER [LISTEN] | down" >&2; exit 2 ;;
 esac
