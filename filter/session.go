@@ -2,6 +2,7 @@ package filter
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"net/netip"
 	"net/textproto"
@@ -128,6 +129,13 @@ func (s *session) runChecks(ctx context.Context, rt *runtime, msg *message) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// go-milter recovers panics in the session's goroutine only.
+			defer func() {
+				if p := recover(); p != nil {
+					s.f.deps.Log.Error("HELO check panicked", "panic", fmt.Sprint(p))
+					f.SPFHelo = nil
+				}
+			}()
 			start := time.Now()
 			r := s.f.deps.SPF.CheckHELO(ctx, s.conn.ip, s.conn.helo)
 			s.observe("spf_helo", string(r.Status), start)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -142,7 +143,19 @@ func (v *Verifier) skip(reason string) {
 }
 
 // probeAndStore runs one probe under the limits and caches what it learned.
-func (v *Verifier) probeAndStore(ctx context.Context, a Address, key string, refresh bool) *Result {
+// A panic (a bug) becomes an unknown result: it runs in goroutines where
+// nothing else would catch it, and the filter must not crash.
+func (v *Verifier) probeAndStore(ctx context.Context, a Address, key string, refresh bool) (r *Result) {
+	defer func() {
+		if p := recover(); p != nil {
+			v.log.Error("callout probe panicked", "address", a.String(), "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			r = &Result{Class: Unknown, Address: a.String(), Err: fmt.Errorf("internal error: %v", p)}
+		}
+	}()
+	return v.probeLimited(ctx, a, key, refresh)
+}
+
+func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refresh bool) *Result {
 	if reason := v.acquire(a.Domain); reason != "" {
 		v.skip(reason)
 		return &Result{Class: Unknown, Address: a.String(), Err: fmt.Errorf("not probed: %s limit reached", reason)}

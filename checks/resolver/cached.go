@@ -73,7 +73,7 @@ func (c *Cached) Query(ctx context.Context, name string, qtype uint16) (*Answer,
 		// The merged query must not die with the first caller's deadline.
 		qctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.QueryTimeout)
 		defer cancel()
-		a, err := c.next.Query(qctx, k.name, qtype)
+		a, err := safeQuery(qctx, c.next, k.name, qtype)
 		if err != nil {
 			return nil, err
 		}
@@ -114,4 +114,16 @@ func lowerNoDot(name string) string {
 		}
 	}
 	return name
+}
+
+// safeQuery turns a panic below (a bug, or a library tripping over a
+// hostile answer) into a temporary failure: it runs in a singleflight
+// goroutine, where a panic would end the process.
+func safeQuery(ctx context.Context, q Querier, name string, qtype uint16) (a *Answer, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			a, err = nil, fmt.Errorf("%w: %s: internal error: %v", ErrTemporary, name, p)
+		}
+	}()
+	return q.Query(ctx, name, qtype)
 }

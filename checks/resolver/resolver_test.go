@@ -274,3 +274,17 @@ func TestHostileServersAreSkipped(t *testing.T) {
 		})
 	}
 }
+
+type panicky struct{}
+
+func (panicky) Query(context.Context, string, uint16) (*resolver.Answer, error) { panic("boom") }
+
+func TestPanicBelowCacheIsTemporary(t *testing.T) {
+	c, err := resolver.NewCached(panicky{}, resolver.CacheConfig{}, nil, cacheHooks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Query(context.Background(), "a.test", dns.TypeA); !errors.Is(err, resolver.ErrTemporary) {
+		t.Fatalf("got %v", err)
+	}
+}
