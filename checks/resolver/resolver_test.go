@@ -288,3 +288,26 @@ func TestPanicBelowCacheIsTemporary(t *testing.T) {
 		t.Fatalf("got %v", err)
 	}
 }
+
+func TestCacheFloorsAndCaps(t *testing.T) {
+	srv := testdns.Start(t, `short.test. 5 IN A 192.0.2.1`, `long.test. 86400 IN A 192.0.2.2`)
+	clock := &fakeClock{now: time.Unix(1e9, 0)}
+	c, err := resolver.NewCached(stub(srv.Addr), resolver.CacheConfig{MinTTL: time.Minute, MaxTTL: time.Hour, NegativeTTL: 30 * time.Second}, clock, cacheHooks())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"short.test", "long.test", "none.test"} {
+		c.Query(context.Background(), n, dns.TypeA)
+	}
+	clock.Add(59 * time.Second) // short (5s) is floored to 1m; none (SOA 60s) is floored too
+	for _, n := range []string{"short.test", "long.test", "none.test"} {
+		c.Query(context.Background(), n, dns.TypeA)
+	}
+	clock.Add(time.Hour) // long (1 day) is capped to 1h
+	c.Query(context.Background(), "long.test", dns.TypeA)
+	for n, want := range map[string]int{"short.test": 1, "none.test": 1, "long.test": 2} {
+		if got := srv.Queries(n, dns.TypeA); got != want {
+			t.Errorf("%s: %d queries, want %d", n, got, want)
+		}
+	}
+}
