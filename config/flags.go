@@ -4,7 +4,6 @@ import (
 	"flag"
 	"fmt"
 	"strconv"
-	"strings"
 )
 
 // setter applies one flag value to a Config.
@@ -92,13 +91,7 @@ func duration(f func(c *Config) *Duration) setter {
 
 func list(f func(c *Config) *[]string) setter {
 	return func(c *Config, v string) error {
-		var out []string
-		for _, s := range strings.Split(v, ",") {
-			if s = strings.TrimSpace(s); s != "" {
-				out = append(out, s)
-			}
-		}
-		*f(c) = out
+		*f(c) = SplitList(v)
 		return nil
 	}
 }

@@ -87,10 +87,7 @@ func (n Networks) Contains(ip netip.Addr) bool {
 // ParseNetworks parses a comma-separated list; "" is the empty list.
 func ParseNetworks(s string) (Networks, error) {
 	var n Networks
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f == "" {
-			continue
-		}
+	for _, f := range SplitList(s) {
 		p, err := ParsePrefix(f)
 		if err != nil {
 			return nil, err
@@ -98,4 +95,15 @@ func ParseNetworks(s string) (Networks, error) {
 		n = append(n, p)
 	}
 	return n, nil
+}
+
+// SplitList splits a comma-separated flag value, dropping blanks.
+func SplitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

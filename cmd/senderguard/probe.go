@@ -36,7 +36,7 @@ func runProbe(args []string) int {
 		fmt.Fprintln(os.Stderr, "senderguard probe:", err)
 		return 2
 	}
-	q, err := newQuerier(splitList(*dnsServers), cfg.DNS, nil)
+	q, err := newQuerier(config.SplitList(*dnsServers), cfg.DNS, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "senderguard probe:", err)
 		return 2

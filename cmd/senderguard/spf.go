@@ -4,9 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/senderguard/senderguard/config"
 	"net/netip"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/senderguard/senderguard/checks/spf"
@@ -29,7 +29,7 @@ func runSPF(args []string) int {
 		fmt.Fprintln(os.Stderr, "senderguard spf: -ip must be an IP address (and no extra arguments)")
 		return 2
 	}
-	q, err := newQuerier(splitList(*dnsServers), defaultDNS(), nil)
+	q, err := newQuerier(config.SplitList(*dnsServers), defaultDNS(), nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "senderguard spf:", err)
 		return 2
@@ -53,14 +53,4 @@ func runSPF(args []string) int {
 		fmt.Fprintln(os.Stderr, "problem:", res.Problem)
 	}
 	return 0
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
 }
