@@ -109,10 +109,10 @@ func (p *Prober) mailHosts(ctx context.Context, domain string) ([]mailHost, Clas
 	if ans.Rcode == resolver.NXDomain {
 		return nil, NoMailHost, fmt.Errorf("%s does not exist", domain)
 	}
-	mxs := append([]resolver.MX(nil), ans.MX...)
-	if len(mxs) == 1 && mxs[0].Host == "" {
+	if ans.NullMX() {
 		return nil, NullMX, fmt.Errorf("%s publishes a null MX", domain)
 	}
+	mxs := append([]resolver.MX(nil), ans.MX...)
 	if len(mxs) == 0 {
 		mxs = []resolver.MX{{Host: domain}} // implicit MX
 	}

@@ -311,5 +311,5 @@ func (v *Verifier) NullMX(ctx context.Context, domain string) (isNull, known boo
 	if err != nil {
 		return false, false
 	}
-	return len(a.MX) == 1 && a.MX[0].Host == "", true
+	return a.NullMX(), true
 }

@@ -57,6 +57,10 @@ func (a *Answer) Void() bool {
 	return a.Rcode == NXDomain || len(a.TXT)+len(a.Addrs)+len(a.MX)+len(a.PTR) == 0
 }
 
+// NullMX reports an MX answer that is only the null MX "0 ." (RFC 7505):
+// the domain accepts no mail.
+func (a *Answer) NullMX() bool { return len(a.MX) == 1 && a.MX[0].Host == "" }
+
 // Querier asks one question. Stub and Cached implement it; SPF and the
 // callout prober depend only on this interface.
 type Querier interface {
