@@ -55,32 +55,41 @@ func (p *Prober) tracef(format string, args ...any) {
 	}
 }
 
-// Probe classifies addr by asking its domain's mail hosts, within ctx.
+// Probe validates addr and classifies it by asking its domain's mail
+// hosts, within ctx.
 func (p *Prober) Probe(ctx context.Context, addr string) *Result {
+	a, err := ParseAddress(addr)
+	if err != nil {
+		return &Result{Class: Unknown, Address: addr, Err: err}
+	}
+	r := p.ProbeAddress(ctx, a)
+	r.Address = addr
+	return r
+}
+
+// ProbeAddress classifies an address that ParseAddress already accepted.
+func (p *Prober) ProbeAddress(ctx context.Context, a Address) *Result {
 	start := time.Now()
-	res := p.probe(ctx, addr)
-	res.Address = addr
+	res := p.probe(ctx, a)
+	res.Address = a.String()
 	res.Duration = time.Since(start)
 	return res
 }
 
-func (p *Prober) probe(ctx context.Context, addr string) *Result {
-	a, err := ParseAddress(addr)
-	if err != nil {
-		return &Result{Class: Unknown, Err: err}
-	}
+func (p *Prober) probe(ctx context.Context, a Address) *Result {
 	hosts, class, err := p.mailHosts(ctx, a.Domain)
 	if class != "" {
 		return &Result{Class: class, Err: err}
 	}
 	var last *Result
 	tries := 0
+hosts:
 	for _, h := range hosts {
 		for _, ip := range h.addrs {
 			// Like Postfix's smtp_mx_address_limit: a domain with many
 			// hosts and addresses gets a bounded number of attempts.
 			if tries++; tries > maxAddressTries {
-				break
+				break hosts
 			}
 			if ctx.Err() != nil {
 				return &Result{Class: Unknown, Host: h.name, Err: fmt.Errorf("probe budget ended: %w", ctx.Err())}

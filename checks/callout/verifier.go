@@ -163,7 +163,7 @@ func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refr
 	defer v.release(a.Domain)
 	pctx, cancel := context.WithTimeout(ctx, v.cfg.ProbeTimeout)
 	defer cancel()
-	r := v.prober.Probe(pctx, a.String())
+	r := v.prober.ProbeAddress(pctx, a)
 	if v.hooks.Probe != nil {
 		v.hooks.Probe(r.Class, r.Duration)
 	}
