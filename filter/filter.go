@@ -41,6 +41,9 @@ type runtime struct {
 	hostname   string
 	authservID string
 	probeOn    map[spf.Status]bool
+	// Whitelisted names, lower case without the root dot, made once here
+	// rather than for every message.
+	heloNames, senderDomains []string
 }
 
 // Filter is shared by all sessions.
@@ -68,6 +71,12 @@ func (f *Filter) Apply(cfg *config.Config) {
 	}
 	for _, s := range cfg.Callout.ProbeOn {
 		rt.probeOn[spf.Status(s)] = true
+	}
+	for _, n := range cfg.SPF.Whitelist.HeloNames {
+		rt.heloNames = append(rt.heloNames, canonicalName(n))
+	}
+	for _, n := range cfg.SPF.Whitelist.SenderDomains {
+		rt.senderDomains = append(rt.senderDomains, canonicalName(n))
 	}
 	f.rt.Store(rt)
 }
@@ -99,24 +108,26 @@ func (rt *runtime) skipReason(s *session, m *message) string {
 		return "authenticated"
 	case cfg.SPF.Whitelist.Networks.Contains(s.conn.ip):
 		return "whitelist-network"
-	case matchName(cfg.SPF.Whitelist.HeloNames, s.conn.helo, false):
+	case matchName(rt.heloNames, s.conn.helo, false):
 		return "whitelist-helo"
-	case matchName(cfg.SPF.Whitelist.SenderDomains, domainOf(m.sender), true):
+	case matchName(rt.senderDomains, domainOf(m.sender), true):
 		return "whitelist-sender"
 	}
 	return ""
 }
 
-// matchName compares names case-insensitively; with sub, a listed domain
-// also covers its subdomains.
+// canonicalName is a name in lower case without the root dot.
+func canonicalName(n string) string { return strings.TrimSuffix(strings.ToLower(n), ".") }
+
+// matchName compares name with a list of canonical names; with sub, a
+// listed domain also covers its subdomains.
 func matchName(list []string, name string, sub bool) bool {
-	if name == "" {
+	if name == "" || len(list) == 0 {
 		return false
 	}
-	name = strings.TrimSuffix(strings.ToLower(name), ".")
+	name = canonicalName(name)
 	for _, l := range list {
-		l = strings.TrimSuffix(strings.ToLower(l), ".")
-		if name == l || (sub && strings.HasSuffix(name, "."+l)) {
+		if name == l || (sub && len(name) > len(l) && name[len(name)-len(l)-1] == '.' && strings.HasSuffix(name, l)) {
 			return true
 		}
 	}
