@@ -84,11 +84,5 @@ func (c *TTL[K, V]) Add(k K, v V, ttl time.Duration) {
 	c.lru.Add(k, ttlEntry[V]{value: v, expires: c.clock.Now().Add(ttl).UnixNano()})
 }
 
-// Remove drops k.
-func (c *TTL[K, V]) Remove(k K) { c.lru.Remove(k) }
-
 // Len is the number of entries held, live or expired.
 func (c *TTL[K, V]) Len() int { return c.lru.Len() }
-
-// Purge drops everything.
-func (c *TTL[K, V]) Purge() { c.lru.Purge() }

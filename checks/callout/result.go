@@ -23,9 +23,6 @@ const (
 	InProgress Class = "in-progress"
 )
 
-// Classes lists the probe classifications, for configuration and metrics.
-var Classes = []Class{Exists, NotExists, CatchAll, NullMX, NoMailHost, Unknown}
-
 // Reply is one SMTP reply: code, enhanced status code (RFC 3463) and text.
 type Reply struct {
 	Code     int

@@ -20,9 +20,6 @@ const (
 	PermError Status = "permerror"
 )
 
-// Statuses lists every result, for configuration and metrics.
-var Statuses = []Status{None, Neutral, Pass, Fail, Softfail, TempError, PermError}
-
 // Identity says which identity was checked (RFC 7208 §2.3, §2.4).
 type Identity string
 

@@ -29,7 +29,7 @@ func runSPF(args []string) int {
 		fmt.Fprintln(os.Stderr, "senderguard spf: -ip must be an IP address (and no extra arguments)")
 		return 2
 	}
-	q, err := newQuerier(config.SplitList(*dnsServers), defaultDNS(), nil)
+	q, err := newQuerier(config.SplitList(*dnsServers), config.Default().DNS, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "senderguard spf:", err)
 		return 2

@@ -15,8 +15,6 @@ import (
 	"github.com/senderguard/senderguard/metrics"
 )
 
-func defaultDNS() config.DNS { return config.Default().DNS }
-
 // newQuerier builds the cached stub resolver over servers (or
 // /etc/resolv.conf).
 func newQuerier(servers []string, c config.DNS, m *dnsHooks) (*resolver.Cached, error) {
