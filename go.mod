@@ -3,7 +3,7 @@ module github.com/senderguard/senderguard
 go 1.26.8
 
 require (
-	github.com/emersion/go-milter v0.5.0
+	github.com/d--j/go-milter v0.10.1
 	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/miekg/dns v1.1.73
 	github.com/prometheus/client_golang v1.25.0

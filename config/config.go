@@ -29,12 +29,16 @@ type Config struct {
 	AlwaysAcceptRecipients  []string `yaml:"always_accept_recipients"`
 	StageBudget             Duration `yaml:"stage_budget"`
 	ShutdownGrace           Duration `yaml:"shutdown_grace"`
-	SkipAuthenticated       bool     `yaml:"skip_authenticated"`
-	Log                     Log      `yaml:"log"`
-	DNS                     DNS      `yaml:"dns"`
-	SPF                     SPF      `yaml:"spf"`
-	Callout                 Callout  `yaml:"callout"`
-	Actions                 Actions  `yaml:"actions"`
+	// MilterMaxConnections caps open MTA connections; MilterIdleTimeout
+	// ends one on which the MTA sent nothing for that long.
+	MilterMaxConnections int      `yaml:"milter_max_connections"`
+	MilterIdleTimeout    Duration `yaml:"milter_idle_timeout"`
+	SkipAuthenticated    bool     `yaml:"skip_authenticated"`
+	Log                  Log      `yaml:"log"`
+	DNS                  DNS      `yaml:"dns"`
+	SPF                  SPF      `yaml:"spf"`
+	Callout              Callout  `yaml:"callout"`
+	Actions              Actions  `yaml:"actions"`
 }
 
 type Log struct {
@@ -137,6 +141,8 @@ func Default() *Config {
 		AlwaysAcceptRecipients:  []string{"postmaster", "abuse"},
 		StageBudget:             Duration(4e9),
 		ShutdownGrace:           Duration(30e9),
+		MilterMaxConnections:    1000,
+		MilterIdleTimeout:       Duration(3600e9),
 		SkipAuthenticated:       true,
 		Log:                     Log{Format: "text", Level: "info"},
 		DNS: DNS{Timeout: Duration(2e9), Attempts: 2, CacheSize: 100000,

@@ -125,6 +125,8 @@ func flagDefs() []flagDef {
 		{name: "always-accept-recipients", usage: "local parts or addresses never refused (default postmaster,abuse)", set: list(func(c *Config) *[]string { return &c.AlwaysAcceptRecipients })},
 		{name: "stage-budget", usage: "time the checks may take within one SMTP stage (default 4s)", set: duration(func(c *Config) *Duration { return &c.StageBudget })},
 		{name: "shutdown-grace", usage: "how long SIGTERM waits for open sessions (default 30s)", set: duration(func(c *Config) *Duration { return &c.ShutdownGrace })},
+		{name: "milter-max-connections", usage: "open MTA connections at most; more are closed at once (default 1000)", set: integer(func(c *Config) *int { return &c.MilterMaxConnections })},
+		{name: "milter-idle-timeout", usage: "close an MTA connection silent this long; keep above the MTA's SMTP timeouts (default 1h)", set: duration(func(c *Config) *Duration { return &c.MilterIdleTimeout })},
 		{name: "skip-authenticated", boolean: true, usage: "do not judge SASL-authenticated clients (default true)", set: boolean(func(c *Config) *bool { return &c.SkipAuthenticated })},
 		{name: "log-format", usage: "text or json (default text)", set: str(func(c *Config) *string { return &c.Log.Format })},
 		{name: "log-level", usage: "debug, info, warn or error (default info)", set: str(func(c *Config) *string { return &c.Log.Level })},

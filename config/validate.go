@@ -59,6 +59,14 @@ func (c *Config) Validate() error {
 		// 10s, Postfix's milter_command_timeout to 30s.
 		return fieldErr("stage_budget", "must be positive and at most 1m, below the MTA's milter timeouts")
 	}
+	if c.MilterMaxConnections < 1 {
+		return fieldErr("milter_max_connections", "must be positive")
+	}
+	if c.MilterIdleTimeout.D() < 10*time.Minute {
+		// An MTA may be silent on its milter connection while its client
+		// is: Postfix's smtpd_timeout is 300s, and a slow DATA more.
+		return fieldErr("milter_idle_timeout", "must be at least 10m, above the MTA's SMTP timeouts")
+	}
 	switch c.Log.Format {
 	case "text", "json":
 	default:

@@ -104,7 +104,7 @@ func (rt *runtime) skipReason(s *session, m *message) string {
 		return "no-client-ip"
 	case cfg.TrustedNetworks.Contains(s.conn.ip):
 		return "trusted"
-	case cfg.SkipAuthenticated && m.macros["{auth_authen}"] != "":
+	case cfg.SkipAuthenticated && m.auth != "":
 		return "authenticated"
 	case cfg.SPF.Whitelist.Networks.Contains(s.conn.ip):
 		return "whitelist-network"

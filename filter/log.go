@@ -3,7 +3,6 @@ package filter
 import (
 	"context"
 	"log/slog"
-	"strings"
 	"time"
 )
 
@@ -14,7 +13,7 @@ func (s *session) logDecision(outcome string) {
 		return
 	}
 	msg.logged = true
-	qid := msg.macros["i"]
+	qid := msg.queueID
 	if qid == "" {
 		qid = "NOQUEUE"
 	}
@@ -25,16 +24,16 @@ func (s *session) logDecision(outcome string) {
 		slog.String("sender", msg.sender),
 		slog.String("outcome", outcome),
 	}
-	if j := s.conn.macros["j"]; j != "" {
+	if j := s.conn.mta; j != "" {
 		attrs = append(attrs, slog.String("mta", j))
 	}
-	if d := s.conn.macros["{daemon_name}"]; d != "" {
+	if d := s.conn.daemon; d != "" {
 		attrs = append(attrs, slog.String("daemon", d))
 	}
-	if len(msg.args) > 0 {
-		attrs = append(attrs, slog.String("esmtp_args", strings.Join(msg.args, " ")))
+	if msg.args != "" {
+		attrs = append(attrs, slog.String("esmtp_args", msg.args))
 	}
-	if u := msg.macros["{auth_authen}"]; u != "" {
+	if u := msg.auth; u != "" {
 		attrs = append(attrs, slog.String("auth", u))
 	}
 	if msg.skip != "" {

@@ -3,14 +3,13 @@ package filter
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
-	"net/textproto"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/emersion/go-milter"
+	"github.com/d--j/go-milter"
 
 	"github.com/senderguard/senderguard/checks/callout"
 	"github.com/senderguard/senderguard/checks/spf"
@@ -22,8 +21,9 @@ type connState struct {
 	ip       netip.Addr
 	name     string // client host name as the MTA resolved it
 	helo     string
-	macros   map[string]string // saved from connect and HELO
-	heloSPF  *spf.Result       // cached for this IP and HELO
+	mta      string      // macro j
+	daemon   string      // macro {daemon_name}
+	heloSPF  *spf.Result // cached for this IP and HELO
 	connects int
 }
 
@@ -32,8 +32,9 @@ type message struct {
 	rt       *runtime
 	start    time.Time
 	sender   string
-	args     []string
-	macros   map[string]string // saved from MAIL, RCPT, EOH, EOM
+	args     string // ESMTP arguments of MAIL FROM
+	queueID  string // macro i: at MAIL (Sendmail) or from end of headers (Postfix)
+	auth     string // macro {auth_authen}
 	skip     string
 	facts    Facts
 	verdict  Verdict
@@ -43,63 +44,64 @@ type message struct {
 	forgedAR []int // their 1-based indices that claim our authserv-id
 }
 
-// session follows one SMTP connection through the milter stages. go-milter
-// calls it from one goroutine per connection.
+// session follows one milter connection through the stages; the library
+// calls it from one goroutine per connection. It keeps only what it
+// needs of what the MTA sends (never the header section), so its memory
+// does not grow with the message.
 type session struct {
-	f        *Filter
-	conn     connState
-	msg      *message
-	mailArgs func() []string // ESMTP args of the last MAIL, from the wire
+	f    *Filter
+	conn connState
+	msg  *message
 }
 
 var _ milter.Milter = (*session)(nil)
 
-// respContinue is the only simple response sessions give: any other makes
-// go-milter replace the session value and lose the connection's state.
-const respContinue = milter.RespContinue
+// respContinue goes on to the next stage; at end of message the library
+// turns it into accept.
+var respContinue = milter.RespContinue
 
-// saveMacros copies what a stage delivered: go-milter replaces its macro
-// map at every macro packet.
-func saveMacros(dst map[string]string, src map[string]string) {
-	for k, v := range src {
-		dst[k] = v
+// recoverTo turns a panic in a callback (a bug) into a temporary failure
+// of this SMTP session: the library does not recover panics, and one
+// session must never end the process.
+func (s *session) recoverTo(resp **milter.Response, err *error) {
+	if p := recover(); p != nil {
+		s.f.milterError("panic", "callback panicked: %v\n%s", p, debug.Stack())
+		*resp, *err = milter.RespTempFail, fmt.Errorf("internal error: %v", p)
 	}
 }
 
-func (s *session) Connect(host, family string, port uint16, addr net.IP, m *milter.Modifier) (milter.Response, error) {
+func (s *session) NewConnection(m milter.Modifier) error {
+	s.conn, s.msg = connState{}, nil
+	return nil
+}
+
+func (s *session) Connect(host, family string, port uint16, addr string, m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recoverTo(&resp, &err)
 	// Postfix XCLIENT sends a second connect in the same session: it wins.
-	s.conn = connState{name: host, macros: map[string]string{}, connects: s.conn.connects + 1}
+	s.conn = connState{name: host, mta: m.Get("j"), daemon: m.Get("{daemon_name}"), connects: s.conn.connects + 1}
 	s.msg = nil
-	if ip, ok := netip.AddrFromSlice(addr); ok {
+	if ip, perr := netip.ParseAddr(addr); perr == nil {
 		s.conn.ip = ip.Unmap()
 	}
-	saveMacros(s.conn.macros, m.Macros)
 	if s.conn.connects == 1 && s.f.deps.Metrics != nil {
 		s.f.deps.Metrics.Sessions.Inc()
 	}
 	return respContinue, nil
 }
 
-func (s *session) Helo(name string, m *milter.Modifier) (milter.Response, error) {
-	if s.conn.macros == nil {
-		s.conn.macros = map[string]string{}
-	}
+func (s *session) Helo(name string, m milter.Modifier) (*milter.Response, error) {
 	s.conn.helo = name
 	s.conn.heloSPF = nil
-	saveMacros(s.conn.macros, m.Macros)
 	return respContinue, nil
 }
 
-func (s *session) MailFrom(from string, m *milter.Modifier) (milter.Response, error) {
+func (s *session) MailFrom(from, esmtpArgs string, m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recoverTo(&resp, &err)
 	if s.msg != nil && !s.msg.logged {
 		s.logDecision("superseded")
 	}
 	rt := s.f.rt.Load()
-	msg := &message{rt: rt, start: time.Now(), sender: from, macros: map[string]string{}}
-	if s.mailArgs != nil {
-		msg.args = s.mailArgs()
-	}
-	saveMacros(msg.macros, m.Macros)
+	msg := &message{rt: rt, start: time.Now(), sender: from, args: esmtpArgs, queueID: m.Get("i"), auth: m.Get("{auth_authen}")}
 	s.msg = msg
 	if mt := s.f.deps.Metrics; mt != nil {
 		mt.Messages.Inc()
@@ -198,7 +200,7 @@ func (s *session) observe(check, result string, start time.Time) {
 }
 
 // apply answers the MTA at stage with the message's verdict.
-func (s *session) apply(stage string) milter.Response {
+func (s *session) apply(stage string) *milter.Response {
 	msg := s.msg
 	v := msg.verdict
 	mt := s.f.deps.Metrics
@@ -222,15 +224,15 @@ func (s *session) apply(stage string) milter.Response {
 		msg.applied = stage
 		s.logDecision(string(v.Action))
 	}
-	return milter.NewResponseStr('y', v.Reply())
+	return replyResponse(v)
 }
 
-func (s *session) RcptTo(rcpt string, m *milter.Modifier) (milter.Response, error) {
+func (s *session) RcptTo(rcpt, esmtpArgs string, m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recoverTo(&resp, &err)
 	msg := s.msg
 	if msg == nil {
 		return respContinue, nil
 	}
-	saveMacros(msg.macros, m.Macros)
 	if msg.skip != "" || msg.verdict.Action == config.Accept || msg.verdict.Action == "" {
 		return respContinue, nil
 	}
@@ -244,46 +246,62 @@ func (s *session) RcptTo(rcpt string, m *milter.Modifier) (milter.Response, erro
 	return s.apply("rcpt"), nil
 }
 
-func (s *session) Header(name, value string, m *milter.Modifier) (milter.Response, error) {
+func (s *session) Data(m milter.Modifier) (*milter.Response, error) { return respContinue, nil }
+
+// Header notes where the Authentication-Results fields are that claim our
+// authserv-id; nothing else of the header section is kept.
+func (s *session) Header(name, value string, m milter.Modifier) (*milter.Response, error) {
 	msg := s.msg
 	if msg == nil || !strings.EqualFold(name, "Authentication-Results") {
 		return respContinue, nil
 	}
 	msg.arSeen++
-	if strings.EqualFold(authservIDOf(value), msg.rt.authservID) {
+	if strings.EqualFold(authservIDOf(value), msg.rt.authservID) && len(msg.forgedAR) < maxForged {
 		msg.forgedAR = append(msg.forgedAR, msg.arSeen)
 	}
 	return respContinue, nil
 }
 
-func (s *session) Headers(h textproto.MIMEHeader, m *milter.Modifier) (milter.Response, error) {
+// maxForged bounds the forged fields we remember (and remove) per message.
+const maxForged = 100
+
+func (s *session) Headers(m milter.Modifier) (*milter.Response, error) {
 	if s.msg != nil {
-		saveMacros(s.msg.macros, m.Macros)
+		s.noteQueueID(m)
 	}
 	return respContinue, nil
 }
 
-func (s *session) BodyChunk(chunk []byte, m *milter.Modifier) (milter.Response, error) {
+func (s *session) noteQueueID(m milter.Modifier) {
+	if id := m.Get("i"); id != "" {
+		s.msg.queueID = id
+	}
+}
+
+func (s *session) BodyChunk(chunk []byte, m milter.Modifier) (*milter.Response, error) {
 	return respContinue, nil
 }
 
-// Body is the end of the message: remove forged verdicts, add ours, log.
-// It answers continue, which accepts the message and, unlike accept, keeps
-// this session value (go-milter starts a new one after accept).
-func (s *session) Body(m *milter.Modifier) (milter.Response, error) {
+func (s *session) Unknown(cmd string, m milter.Modifier) (*milter.Response, error) {
+	return respContinue, nil
+}
+
+// EndOfMessage removes forged verdicts, adds ours, and logs.
+func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recoverTo(&resp, &err)
 	msg := s.msg
 	if msg == nil {
 		return respContinue, nil
 	}
-	saveMacros(msg.macros, m.Macros)
-	if msg.rt.cfg.RemoveForgedAuthResults {
+	s.noteQueueID(m)
+	if msg.rt.cfg.RemoveForgedAuthResults && m.Actions()&milter.OptChangeHeader != 0 {
 		for i := len(msg.forgedAR) - 1; i >= 0; i-- {
 			if err := m.ChangeHeader(msg.forgedAR[i], "Authentication-Results", ""); err != nil {
 				return nil, err
 			}
 		}
 	}
-	if msg.skip == "" {
+	if msg.skip == "" && m.Actions()&milter.OptAddHeader != 0 {
 		for _, h := range s.headers() {
 			if err := m.InsertHeader(1, h.name, h.value); err != nil {
 				return nil, err
@@ -304,19 +322,32 @@ func (s *session) Body(m *milter.Modifier) (milter.Response, error) {
 	return respContinue, nil
 }
 
-// closed runs when the MTA's connection ends: a message it never ended
+// Cleanup runs when the MTA's connection ends: a message it never ended
 // (no abort, no end of message) still gets its decision line.
-func (s *session) closed() {
+func (s *session) Cleanup(m milter.Modifier) {
 	if s.msg != nil && !s.msg.logged {
 		s.logDecision("disconnected")
 	}
 	s.msg = nil
 }
 
-func (s *session) Abort(m *milter.Modifier) error {
+func (s *session) Abort(m milter.Modifier) error {
 	if s.msg != nil && !s.msg.logged {
 		s.logDecision("aborted")
 	}
 	s.msg = nil
 	return nil
+}
+
+// replyResponse is the milter reply carrying v's SMTP reply; a reply the
+// library cannot format still refuses, with the MTA's own text.
+func replyResponse(v Verdict) *milter.Response {
+	r, err := milter.RejectWithCodeAndReason(uint16(v.Code), v.Status+" "+v.Text)
+	if err == nil {
+		return r
+	}
+	if v.Action == config.Reject {
+		return milter.RespReject
+	}
+	return milter.RespTempFail
 }

@@ -3,15 +3,17 @@ package filter_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-milter"
+	"github.com/d--j/go-milter"
 
 	"github.com/senderguard/senderguard/cache"
 	"github.com/senderguard/senderguard/checks/resolver"
@@ -46,7 +48,7 @@ type rig struct {
 }
 
 // newRig serves a filter on network ("tcp" or "unix") and returns a
-// go-milter client for it, playing the MTA.
+// go-milter client for it, playing the MTA (milter protocol 6).
 func newRig(t *testing.T, network string, edit func(*config.Config)) *rig {
 	r := &rig{t: t, dns: testdns.Start(t, zone...), log: &logBuf{}}
 	cfg := config.Default()
@@ -68,7 +70,7 @@ func newRig(t *testing.T, network string, edit func(*config.Config)) *rig {
 		t.Fatal(err)
 	}
 	r.addr = ln.Addr().String()
-	r.srv = filter.NewServer(r.f)
+	r.srv = filter.NewServer(r.f, filter.ServerOptions{})
 	done := make(chan error, 1)
 	go func() { done <- r.srv.Serve(ln) }()
 	t.Cleanup(func() {
@@ -79,31 +81,50 @@ func newRig(t *testing.T, network string, edit func(*config.Config)) *rig {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	r.client = milter.NewClientWithOptions(network, ln.Addr().String(), milter.ClientOptions{
-		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second,
-		ActionMask: milter.OptAddHeader | milter.OptChangeHeader,
-	})
+	r.client = newClient(network, r.addr)
 	return r
+}
+
+// newClient plays the MTA: protocol 6, the actions Postfix allows, the
+// queue ID at end of headers as Postfix sends it.
+func newClient(network, addr string) *milter.Client {
+	return milter.NewClient(network, addr,
+		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader),
+		milter.WithReadTimeout(5*time.Second), milter.WithWriteTimeout(5*time.Second),
+		milter.WithMacroRequest(milter.StageEOH, []string{"i"}))
 }
 
 func (r *rig) listenAddr() string { return r.addr }
 
-func (r *rig) session(ip string) *milter.ClientSession {
+// open starts a milter session whose macros the test may set.
+func (r *rig) open() (*milter.ClientSession, *milter.MacroBag) {
 	r.t.Helper()
-	s, err := r.client.Session()
+	macros := milter.NewMacroBag()
+	macros.Set("j", "mx.test")
+	macros.Set("{daemon_name}", "smtpd")
+	s, err := r.client.Session(macros)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	r.t.Cleanup(func() { s.Close() })
+	return s, macros
+}
+
+func (r *rig) session(ip string) *milter.ClientSession {
+	s, _ := r.sessionMacros(ip)
+	return s
+}
+
+func (r *rig) sessionMacros(ip string) (*milter.ClientSession, *milter.MacroBag) {
+	r.t.Helper()
+	s, macros := r.open()
 	fam := milter.FamilyInet
 	if strings.Contains(ip, ":") {
 		fam = milter.FamilyInet6
 	}
-	r.must(s.Macros(milter.CodeConn, "j", "mx.test", "{daemon_name}", "smtpd"))
 	r.want(s.Conn("client.test", fam, 25025, ip))
-	r.must(s.Macros(milter.CodeHelo))
 	r.want(s.Helo("client.test"))
-	return s
+	return s, macros
 }
 
 func (r *rig) must(err error) {
@@ -113,15 +134,24 @@ func (r *rig) must(err error) {
 	}
 }
 
-// want checks for continue.
+// want checks for continue (accept at end of message).
 func (r *rig) want(a *milter.Action, err error) {
 	r.t.Helper()
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	if a.Code != milter.ActContinue {
-		r.t.Fatalf("got %c %d %q, want continue", a.Code, a.SMTPCode, a.SMTPText)
+	if a.Type != milter.ActionContinue && a.Type != milter.ActionAccept {
+		r.t.Fatalf("got %s, want continue", a)
 	}
+}
+
+// end sends what is left of a message after its recipients: DATA, end of
+// headers, a body line, end of message.
+func (r *rig) end(s *milter.ClientSession) ([]milter.ModifyAction, *milter.Action, error) {
+	r.t.Helper()
+	r.want(s.DataStart())
+	r.want(s.HeaderEnd())
+	return s.BodyReadFrom(strings.NewReader("body\r\n"))
 }
 
 // reply checks for a custom reply.
@@ -130,8 +160,8 @@ func (r *rig) reply(a *milter.Action, err error, code int, prefix string) {
 	if err != nil {
 		r.t.Fatal(err)
 	}
-	if a.Code != milter.ActReplyCode || a.SMTPCode != code || !strings.HasPrefix(a.SMTPText, prefix) {
-		r.t.Fatalf("got %c %d %q, want %d %q...", a.Code, a.SMTPCode, a.SMTPText, code, prefix)
+	if a.Type != milter.ActionRejectWithCode || int(a.SMTPCode) != code || !strings.HasPrefix(a.SMTPReply, strconv.Itoa(code)+" "+prefix) {
+		r.t.Fatalf("got %s, want %d %q...", a, code, prefix)
 	}
 }
 
@@ -139,24 +169,25 @@ func TestSessionCleanMessageHeaders(t *testing.T) {
 	for _, network := range []string{"tcp", "unix"} {
 		t.Run(network, func(t *testing.T) {
 			r := newRig(t, network, nil)
-			s := r.session("192.0.2.10")
-			r.must(s.Macros(milter.CodeMail, "{mail_addr}", "a@pass.test"))
-			r.want(s.Mail("a@pass.test", []string{"SIZE=100", "BODY=8BITMIME"}))
-			r.want(s.Rcpt("u@example.test", nil))
-			r.want(s.HeaderField("Authentication-Results", "other.example; dkim=pass"))
-			r.want(s.HeaderField("Authentication-Results", " mx.test; spf=pass smtp.mailfrom=forged@pass.test"))
-			r.must(s.Macros(milter.CodeEOH, "i", "QID123"))
+			s, macros := r.sessionMacros("192.0.2.10")
+			macros.Set("{mail_addr}", "a@pass.test")
+			r.want(s.Mail("a@pass.test", "SIZE=100 BODY=8BITMIME"))
+			r.want(s.Rcpt("u@example.test", ""))
+			r.want(s.DataStart())
+			r.want(s.HeaderField("Authentication-Results", "other.example; dkim=pass", nil))
+			r.want(s.HeaderField("Authentication-Results", " mx.test; spf=pass smtp.mailfrom=forged@pass.test", nil))
+			macros.Set("i", "QID123")
 			r.want(s.HeaderEnd())
-			mods, act, err := s.End()
+			mods, act, err := s.BodyReadFrom(strings.NewReader("body\r\n"))
 			r.want(act, err)
 			var got []string
 			for _, m := range mods {
-				got = append(got, string(m.Code)+" "+m.HeaderName+"["+string(rune('0'+m.HeaderIndex))+"]: "+m.HeaderValue)
+				got = append(got, fmt.Sprintf("%d %s[%d]: %s", m.Type, m.HeaderName, m.HeaderIndex, m.HeaderValue))
 			}
 			want := []string{
-				"m Authentication-Results[2]: ",
-				"i Received-SPF[1]: pass (mx.test: domain of a@pass.test designates 192.0.2.10 as permitted sender) client-ip=192.0.2.10; envelope-from=a@pass.test; helo=client.test; receiver=mx.test; identity=mailfrom; mechanism=ip4:192.0.2.0/24",
-				"i Authentication-Results[1]: mx.test; spf=pass smtp.mailfrom=a@pass.test; spf=pass smtp.helo=client.test",
+				"7 Authentication-Results[2]: ",
+				"8 Received-SPF[1]: pass (mx.test: domain of a@pass.test designates 192.0.2.10 as permitted sender) client-ip=192.0.2.10; envelope-from=a@pass.test; helo=client.test; receiver=mx.test; identity=mailfrom; mechanism=ip4:192.0.2.0/24",
+				"8 Authentication-Results[1]: mx.test; spf=pass smtp.mailfrom=a@pass.test; spf=pass smtp.helo=client.test",
 			}
 			if strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("modifications:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -174,11 +205,11 @@ func TestSessionCleanMessageHeaders(t *testing.T) {
 func TestSessionRejectsAtRcptButNotPostmaster(t *testing.T) {
 	r := newRig(t, "tcp", nil)
 	s := r.session("192.0.2.10")
-	r.want(s.Mail("bob@fail.test", nil))
-	a, err := s.Rcpt("u@example.test", nil)
+	r.want(s.Mail("bob@fail.test", ""))
+	a, err := s.Rcpt("u@example.test", "")
 	r.reply(a, err, 550, "5.7.23 SPF fail: sender bob@fail.test is not allowed to be sent from 192.0.2.10: see ")
-	r.want(s.Rcpt("Postmaster@example.test", nil))
-	r.want(s.Rcpt("abuse", nil))
+	r.want(s.Rcpt("Postmaster@example.test", ""))
+	r.want(s.Rcpt("abuse", ""))
 	if n := strings.Count(r.log.String(), "msg=decision"); n != 1 {
 		t.Errorf("%d decision lines, want 1", n)
 	}
@@ -187,32 +218,40 @@ func TestSessionRejectsAtRcptButNotPostmaster(t *testing.T) {
 func TestSessionRejectAtMail(t *testing.T) {
 	r := newRig(t, "tcp", func(c *config.Config) { c.RejectAt = "mail" })
 	s := r.session("2001:db8::1")
-	a, err := s.Mail("bob@fail.test", nil)
+	a, err := s.Mail("bob@fail.test", "")
 	r.reply(a, err, 550, "5.7.23 ")
 }
 
 func TestSessionXclientSecondConnectWins(t *testing.T) {
 	r := newRig(t, "tcp", nil)
-	s := r.session("127.0.0.1") // trusted
-	r.want(s.Conn("[UNAVAILABLE]", milter.FamilyInet, 0, "192.0.2.77"))
-	r.want(s.Helo("client.test"))
-	r.want(s.Mail("bob@fail.test", nil))
-	a, err := s.Rcpt("u@example.test", nil)
-	r.reply(a, err, 550, "5.7.23 ")
+	// Postfix sends a second connect in the same milter session after
+	// XCLIENT; go-milter's client cannot, so the packets are written here.
+	c := dialRaw(t, r.addr)
+	c.send('C', "localhost\x004\x00\x19127.0.0.1\x00") // trusted
+	c.expect('c')
+	c.send('C', "[UNAVAILABLE]\x004\x00\x00192.0.2.77\x00")
+	c.expect('c')
+	c.send('H', "client.test\x00")
+	c.expect('c')
+	c.send('M', "<bob@fail.test>\x00")
+	c.expect('c')
+	c.send('R', "<u@example.test>\x00")
+	if got := c.expect('y'); !strings.HasPrefix(got, "550 5.7.23 ") {
+		t.Errorf("RCPT reply %q", got)
+	}
 }
 
 func TestSessionSeveralMessagesAndAbort(t *testing.T) {
 	r := newRig(t, "tcp", nil)
 	s := r.session("192.0.2.10")
-	r.want(s.Mail("bob@fail.test", nil))
-	a, err := s.Rcpt("u@example.test", nil)
+	r.want(s.Mail("bob@fail.test", ""))
+	a, err := s.Rcpt("u@example.test", "")
 	r.reply(a, err, 550, "5.7.23 ")
-	r.must(s.Abort())
+	r.must(s.Abort(nil))
 	for i := 0; i < 2; i++ {
-		r.want(s.Mail("a@pass.test", nil))
-		r.want(s.Rcpt("u@example.test", nil))
-		r.want(s.HeaderEnd())
-		mods, act, err := s.End()
+		r.want(s.Mail("a@pass.test", ""))
+		r.want(s.Rcpt("u@example.test", ""))
+		mods, act, err := r.end(s)
 		r.want(act, err)
 		if len(mods) != 2 {
 			t.Errorf("message %d: %d modifications, want 2", i, len(mods))
@@ -225,18 +264,18 @@ func TestSessionSeveralMessagesAndAbort(t *testing.T) {
 
 func TestSessionAuthenticatedAndTrustedNotJudged(t *testing.T) {
 	r := newRig(t, "tcp", nil)
-	s := r.session("192.0.2.10")
-	r.must(s.Macros(milter.CodeMail, "{auth_authen}", "carol"))
-	r.want(s.Mail("carol@fail.test", nil))
-	r.want(s.Rcpt("u@example.test", nil))
-	mods, act, err := s.End()
+	s, macros := r.sessionMacros("192.0.2.10")
+	macros.Set("{auth_authen}", "carol")
+	r.want(s.Mail("carol@fail.test", ""))
+	r.want(s.Rcpt("u@example.test", ""))
+	mods, act, err := r.end(s)
 	r.want(act, err)
 	if len(mods) != 0 {
 		t.Errorf("authenticated message modified: %+v", mods)
 	}
 	s2 := r.session("127.0.0.1")
-	r.want(s2.Mail("dave@fail.test", nil))
-	r.want(s2.Rcpt("u@example.test", nil))
+	r.want(s2.Mail("dave@fail.test", ""))
+	r.want(s2.Rcpt("u@example.test", ""))
 	l := r.log.String()
 	if !strings.Contains(l, "skipped=authenticated") || !strings.Contains(l, "auth=carol") {
 		t.Errorf("log: %s", l)
@@ -248,8 +287,8 @@ func TestSessionBudgetBoundsTheWait(t *testing.T) {
 	r.dns.Drop("slow.test")
 	s := r.session("192.0.2.10")
 	start := time.Now()
-	r.want(s.Mail("a@slow.test", nil))
-	a, err := s.Rcpt("u@example.test", nil)
+	r.want(s.Mail("a@slow.test", ""))
+	a, err := s.Rcpt("u@example.test", "")
 	took := time.Since(start)
 	r.reply(a, err, 451, "4.7.24 SPF temperror")
 	if took > 900*time.Millisecond {
@@ -260,9 +299,9 @@ func TestSessionBudgetBoundsTheWait(t *testing.T) {
 func TestSessionDryRun(t *testing.T) {
 	r := newRig(t, "tcp", func(c *config.Config) { c.DryRun = true })
 	s := r.session("192.0.2.10")
-	r.want(s.Mail("bob@fail.test", nil))
-	r.want(s.Rcpt("u@example.test", nil))
-	mods, act, err := s.End()
+	r.want(s.Mail("bob@fail.test", ""))
+	r.want(s.Rcpt("u@example.test", ""))
+	mods, act, err := r.end(s)
 	r.want(act, err)
 	found := false
 	for _, m := range mods {
@@ -285,7 +324,7 @@ func TestShutdownDrainsThenCloses(t *testing.T) {
 	if err == nil || time.Since(start) < 150*time.Millisecond {
 		t.Fatalf("Shutdown returned %v after %v, want the grace period to end with a session open", err, time.Since(start))
 	}
-	if _, err := s.Mail("a@pass.test", nil); err == nil {
+	if _, err := s.Mail("a@pass.test", ""); err == nil {
 		t.Errorf("session still served after the grace period")
 	}
 }
@@ -302,24 +341,23 @@ func TestSessionWhitelists(t *testing.T) {
 		{"198.51.100.9", "client.test", "z@other.test", "whitelist-network"},
 	}
 	for _, c := range cases {
-		s, err := r.client.Session()
-		r.must(err)
+		s, _ := r.open()
 		r.want(s.Conn("h", milter.FamilyInet, 1, c.ip))
 		r.want(s.Helo(c.helo))
-		r.want(s.Mail(c.sender, nil))
-		r.want(s.Rcpt("u@example.test", nil))
+		r.want(s.Mail(c.sender, ""))
+		r.want(s.Rcpt("u@example.test", ""))
 		s.Close()
 		waitFor(t, func() bool {
-			return lineWith(r.log.String(), "sender="+c.sender+" outcome=aborted", "skipped="+c.reason)
+			return lineWith(r.log.String(), "sender="+c.sender+" outcome=disconnected", "skipped="+c.reason)
 		},
 			"%s skipped as %s:\n%s", c.sender, c.reason, r.log)
 	}
 	// A sender domain only whitelists itself and its subdomains.
 	s := r.session("192.0.2.10")
-	r.want(s.Mail("x@notfail.test", nil))
+	r.want(s.Mail("x@notfail.test", ""))
 	s.Close()
 	waitFor(t, func() bool {
-		return lineWith(r.log.String(), "sender=x@notfail.test outcome=aborted mta=mx.test daemon=smtpd spf_mailfrom=none")
+		return lineWith(r.log.String(), "sender=x@notfail.test outcome=disconnected mta=mx.test daemon=smtpd spf_mailfrom=none")
 	}, "x@notfail.test judged:\n%s", r.log)
 	if lineWith(r.log.String(), "sender=x@notfail.test", "skipped") {
 		t.Error("notfail.test matched fail.test")
@@ -342,11 +380,10 @@ func BenchmarkMilterSession(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := filter.NewServer(f)
+	s := filter.NewServer(f, filter.ServerOptions{})
 	go s.Serve(ln)
 	defer s.Shutdown(context.Background())
-	client := milter.NewClientWithOptions("tcp", ln.Addr().String(), milter.ClientOptions{
-		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, ActionMask: milter.OptAddHeader | milter.OptChangeHeader})
+	client := newClient("tcp", ln.Addr().String())
 	if mods := conversation(b, client); len(mods) != 2 {
 		b.Fatalf("%d modifications, want 2", len(mods))
 	}
@@ -376,11 +413,11 @@ func BenchmarkNoOpMilterSession(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ms := &milter.Server{NewMilter: func() milter.Milter { return milter.NoOpMilter{} }, Actions: milter.OptAddHeader | milter.OptChangeHeader, Protocol: milter.OptNoBody}
+	ms := milter.NewServer(milter.WithMilter(func() milter.Milter { return milter.NoOpMilter{} }),
+		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader), milter.WithProtocols(milter.OptNoBody))
 	go ms.Serve(ln)
-	defer ln.Close()
-	client := milter.NewClientWithOptions("tcp", ln.Addr().String(), milter.ClientOptions{
-		ReadTimeout: 5 * time.Second, WriteTimeout: 5 * time.Second, ActionMask: milter.OptAddHeader | milter.OptChangeHeader})
+	defer ms.Close()
+	client := newClient("tcp", ln.Addr().String())
 	b.ReportAllocs()
 	for b.Loop() {
 		conversation(b, client)
@@ -390,19 +427,20 @@ func BenchmarkNoOpMilterSession(b *testing.B) {
 // conversation is the milter side of one SMTP session with one message,
 // as both benchmarks run it; it returns the end-of-message modifications.
 func conversation(b *testing.B, client *milter.Client) []milter.ModifyAction {
-	cs, err := client.Session()
+	cs, err := client.Session(nil)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer cs.Close()
 	cs.Conn("client.test", milter.FamilyInet, 1, "192.0.2.10")
 	cs.Helo("client.test")
-	cs.Mail("a@pass.test", nil)
-	cs.Rcpt("u@example.test", nil)
-	cs.HeaderField("Subject", "x")
+	cs.Mail("a@pass.test", "")
+	cs.Rcpt("u@example.test", "")
+	cs.DataStart()
+	cs.HeaderField("Subject", "x", nil)
 	cs.HeaderEnd()
-	mods, act, err := cs.End()
-	if err != nil || (act.Code != milter.ActContinue && act.Code != milter.ActAccept) {
+	mods, act, err := cs.BodyReadFrom(strings.NewReader("body\r\n"))
+	if err != nil || (act.Type != milter.ActionContinue && act.Type != milter.ActionAccept) {
 		b.Fatalf("end: %v %+v", err, act)
 	}
 	return mods
@@ -425,6 +463,7 @@ func lineWith(log string, parts ...string) bool {
 func TestMalformedMilterTrafficDoesNotHurt(t *testing.T) {
 	r := newRig(t, "tcp", nil)
 	for _, junk := range [][]byte{
+		{0, 0x40, 0, 0, 'L'},             // a 4 MiB header announced: refused before it is read
 		{0, 0, 0, 0},                     // zero-length packet
 		{0xff, 0xff, 0xff, 0xff},         // 4 GiB packet
 		{0, 0, 0, 2, 'C', 0},             // truncated connect
@@ -448,16 +487,16 @@ func TestMalformedMilterTrafficDoesNotHurt(t *testing.T) {
 	}
 	// Still serving.
 	s := r.session("192.0.2.10")
-	r.want(s.Mail("a@pass.test", nil))
+	r.want(s.Mail("a@pass.test", ""))
 }
 
 func TestSessionNullSenderChecksHELO(t *testing.T) {
 	for _, checkHELO := range []bool{true, false} {
 		r := newRig(t, "tcp", func(c *config.Config) { c.SPF.CheckHELO = checkHELO })
 		s := r.session("192.0.2.10")
-		r.want(s.Mail("", nil))
-		r.want(s.Rcpt("u@example.test", nil))
-		mods, act, err := s.End()
+		r.want(s.Mail("", ""))
+		r.want(s.Rcpt("u@example.test", ""))
+		mods, act, err := r.end(s)
 		r.want(act, err)
 		found := false
 		for _, m := range mods {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"log"
 	"log/slog"
 	"net"
 	"net/http"
@@ -118,8 +117,6 @@ func runServe(args []string) int {
 		deps.Callout = prober
 	}
 	f := filter.New(cfg, deps)
-	log.SetFlags(0)
-	log.SetOutput(f.LibraryLog()) // go-milter logs protocol errors with package log
 
 	network, addr := config.SocketAddr(cfg.Listen)
 	if network == "unix" {
@@ -133,7 +130,7 @@ func runServe(args []string) int {
 	if network == "unix" {
 		_ = os.Chmod(addr, 0o666) // the MTA runs as another user
 	}
-	srv := filter.NewServer(f)
+	srv := filter.NewServer(f, filter.ServerOptions{MaxConnections: cfg.MilterMaxConnections, IdleTimeout: cfg.MilterIdleTimeout.D()})
 	var ready atomic.Bool
 	httpSrv := startHTTP(cfg.MetricsListen, reg, &ready, logger)
 
@@ -186,9 +183,9 @@ func reload(f *filter.Filter, path string, ov *config.Overrides, level *slog.Lev
 		return
 	}
 	old := f.Config()
-	if old.Listen != cfg.Listen || old.MetricsListen != cfg.MetricsListen || fmt.Sprint(old.DNS) != fmt.Sprint(cfg.DNS) ||
+	if old.Listen != cfg.Listen || old.MilterMaxConnections != cfg.MilterMaxConnections || old.MilterIdleTimeout != cfg.MilterIdleTimeout || old.MetricsListen != cfg.MetricsListen || fmt.Sprint(old.DNS) != fmt.Sprint(cfg.DNS) ||
 		old.Callout.CacheSize != cfg.Callout.CacheSize {
-		logger.Warn("listen addresses, DNS and cache sizes change only on restart")
+		logger.Warn("listen addresses, milter connection bounds, DNS and cache sizes change only on restart")
 	}
 	f.Apply(cfg)
 	setLevel(level, cfg)

@@ -1,0 +1,280 @@
+package filter_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/d--j/go-milter"
+
+	"github.com/senderguard/senderguard/checks/resolver"
+	"github.com/senderguard/senderguard/checks/spf"
+	"github.com/senderguard/senderguard/config"
+	"github.com/senderguard/senderguard/filter"
+	"github.com/senderguard/senderguard/internal/testdns"
+)
+
+// serve runs a filter server with opts on ln until the test ends.
+func serve(t *testing.T, ln net.Listener, opts filter.ServerOptions) (*filter.Server, *logBuf) {
+	t.Helper()
+	dns := testdns.Start(t, zone...)
+	cfg := config.Default()
+	cfg.Hostname, cfg.Callout.Enabled = "mx.test", false
+	log := &logBuf{}
+	f := filter.New(cfg, filter.Deps{SPF: &spf.Checker{Resolver: &resolver.Stub{Servers: []string{dns.Addr}, Timeout: time.Second}, Receiver: "mx.test"},
+		Log: slog.New(slog.NewTextHandler(log, nil))})
+	srv := filter.NewServer(f, opts)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return srv, log
+}
+
+// flakyListener fails its first accepts the way a process out of file
+// descriptors does.
+type flakyListener struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	if l.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	}
+	return l.Listener.Accept()
+}
+
+func TestAcceptOutOfDescriptorsBacksOffAndRecovers(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fl := &flakyListener{Listener: ln}
+	fl.fails.Store(5)
+	_, log := serve(t, fl, filter.ServerOptions{})
+	c := newClient("tcp", ln.Addr().String())
+	s, err := c.Session(nil)
+	if err != nil {
+		t.Fatalf("no session after EMFILE: %v", err)
+	}
+	defer s.Close()
+	a, err := s.Conn("client.test", milter.FamilyInet, 1, "192.0.2.10")
+	if err != nil || a.Type != milter.ActionContinue {
+		t.Fatalf("connect: %v %v", a, err)
+	}
+	if !strings.Contains(log.String(), "milter accept failed; retrying") {
+		t.Errorf("EMFILE not logged:\n%s", log)
+	}
+}
+
+func TestConnectionCapClosesTheExtraAtOnce(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, ln, filter.ServerOptions{MaxConnections: 3})
+	addr := ln.Addr().String()
+	var open []*rawMilter
+	for range 3 {
+		open = append(open, dialRaw(t, addr)) // negotiated: held by the server
+	}
+	extra, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer extra.Close()
+	extra.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := extra.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+		t.Fatalf("connection over the cap: read %v, want it closed at once", err)
+	}
+	open[0].c.Close()
+	waitFor(t, func() bool {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		r := &rawMilter{t: t, c: c}
+		return r.tryNegotiate()
+	}, "no connection accepted after one closed")
+}
+
+// isTimeout tells a read that timed out (the server kept the
+// connection) from one the server ended.
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+func TestIdleConnectionIsClosed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, ln, filter.ServerOptions{IdleTimeout: 300 * time.Millisecond})
+	r := dialRaw(t, ln.Addr().String())
+	start := time.Now()
+	r.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err = r.c.Read(make([]byte, 1))
+	if err == nil || time.Since(start) > 3*time.Second {
+		t.Fatalf("idle connection: read %v after %v, want closed after 300ms", err, time.Since(start))
+	}
+}
+
+// TestShutdownServesQueuedConnections: connections the kernel accepted
+// before SIGTERM are served to the end, not reset.
+func TestShutdownServesQueuedConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl := &gatedListener{TCPListener: ln.(*net.TCPListener), gate: make(chan struct{})}
+	gl.pass.Store(1)
+	srv, _ := serve(t, gl, filter.ServerOptions{})
+	addr := ln.Addr().String()
+	dialRaw(t, addr) // Serve is running and now waits at the gate
+	const n = 30
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		if conns[i], err = net.Dial("tcp", addr); err != nil {
+			t.Fatal(err)
+		}
+		defer conns[i].Close()
+	}
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		shut <- srv.Shutdown(ctx)
+	}()
+	time.Sleep(20 * time.Millisecond) // Shutdown has begun; the kernel holds n connections
+	close(gl.gate)
+	var wg sync.WaitGroup
+	var failed atomic.Int32
+	for _, c := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := &rawMilter{t: t, c: c}
+			if !r.tryNegotiate() || !r.tryConversation() {
+				failed.Add(1)
+			}
+			c.Close()
+		}()
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		t.Errorf("%d of %d connections queued at shutdown were not served", f, n)
+	}
+	// The first connection is still open: Shutdown waits for it.
+	select {
+	case err := <-shut:
+		t.Errorf("Shutdown returned %v with a session open", err)
+	default:
+	}
+}
+
+// gatedListener holds Accept until its gate opens, so that connections
+// wait in the kernel's queue as they do under load.
+type gatedListener struct {
+	*net.TCPListener
+	gate chan struct{}
+	pass atomic.Int32 // accepts let through before the gate is used
+}
+
+func (l *gatedListener) Accept() (net.Conn, error) {
+	if l.pass.Add(-1) < 0 {
+		<-l.gate
+	}
+	return l.TCPListener.Accept()
+}
+
+// TestHeaderFloodMemoryIsBounded: ten concurrent messages of 200,000 short
+// header fields each; the filter keeps nothing of them.
+func TestHeaderFloodMemoryIsBounded(t *testing.T) {
+	if raceEnabled {
+		t.Skip("measures heap; the race detector's shadow memory would dominate")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	serve(t, ln, filter.ServerOptions{})
+	client := newClient("tcp", ln.Addr().String())
+	const messages, fields = 10, 200000
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, messages)
+	for i := range messages {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s, err := client.Session(nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer s.Close()
+			s.Conn("client.test", milter.FamilyInet, 1, "192.0.2.10")
+			s.Helo("client.test")
+			s.Mail(fmt.Sprintf("m%d@pass.test", i), "")
+			s.Rcpt("u@example.test", "")
+			s.DataStart()
+			for j := range fields {
+				if _, err := s.HeaderField("X-Flood", fmt.Sprint(j), nil); err != nil {
+					errs <- err
+					return
+				}
+			}
+			s.HeaderEnd()
+			mods, act, err := s.BodyReadFrom(strings.NewReader("x\r\n"))
+			if err != nil || act.Type != milter.ActionAccept || len(mods) != 2 {
+				errs <- fmt.Errorf("end: %v %v %d modifications", act, err, len(mods))
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("peak heap in use: %.1f MiB", float64(peak.Load())/(1<<20))
+	if p := peak.Load(); p > 64<<20 {
+		t.Errorf("peak heap %d MiB with ten 200k-field messages, want < 64 MiB", p>>20)
+	}
+}
