@@ -283,3 +283,74 @@ func TestHeaderFloodMemoryIsBounded(t *testing.T) {
 		t.Errorf("peak heap %d MiB with ten 200k-field messages, want < 64 MiB", p>>20)
 	}
 }
+
+// TestMalformedConnectsUnderLoad: sessions that end in protocol errors
+// beside well-formed ones; run with -race (the test command does). Each
+// message must keep its own ESMTP arguments: with go-milter v0.5.0 a
+// session could take another connection's.
+func TestMalformedConnectsUnderLoad(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, log := serve(t, ln, filter.ServerOptions{})
+	addr := ln.Addr().String()
+	client := newClient("tcp", addr)
+	const workers, rounds = 4, 50
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(2)
+		go func() { // well-formed
+			defer wg.Done()
+			for i := range rounds {
+				s, err := client.Session(nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				sender := fmt.Sprintf("w%d-%d@pass.test", w, i)
+				s.Conn("client.test", milter.FamilyInet, 1, "192.0.2.10")
+				s.Helo("client.test")
+				s.Mail(sender, "ENVID="+sender)
+				s.Rcpt("u@example.test", "")
+				s.Close()
+			}
+		}()
+		go func() { // malformed connects: bad family, truncated, bad address
+			defer wg.Done()
+			for i := range rounds {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				r := &rawMilter{t: t, c: c}
+				if r.tryNegotiate() {
+					r.trySend('C', []string{"h\x00Z\x00", "h\x004", "h\x004\x00\x19not-an-ip\x00"}[i%3])
+					r.tryExpect('c')
+				}
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	want := workers * rounds
+	waitFor(t, func() bool { return strings.Count(log.String(), "msg=decision") >= want }, "decision lines")
+	for _, l := range strings.Split(log.String(), "\n") {
+		if !strings.Contains(l, "msg=decision") {
+			continue
+		}
+		var sender, args string
+		for _, f := range strings.Fields(l) {
+			if v, ok := strings.CutPrefix(f, "sender="); ok {
+				sender = v
+			}
+			if v, ok := strings.CutPrefix(f, `esmtp_args="ENVID=`); ok {
+				args = strings.TrimSuffix(v, `"`)
+			}
+		}
+		if sender != args {
+			t.Errorf("message of %s carries the arguments of %s: %s", sender, args, l)
+		}
+	}
+}
