@@ -39,7 +39,7 @@ func BenchmarkMillionEntries(b *testing.B) {
 func TestTTLExpiresAndBounds(t *testing.T) {
 	clock := &stepClock{now: time.Unix(1e9, 0)}
 	evicted := 0
-	c, err := NewTTL[string, int](2, clock, Hooks{Evict: func() { evicted++ }})
+	c, err := NewTTL[string, int](2, clock, Hooks{Evicted: func(string) { evicted++ }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,13 +47,16 @@ type Log struct {
 }
 
 type DNS struct {
-	Servers     []string `yaml:"servers"` // empty: /etc/resolv.conf
-	Timeout     Duration `yaml:"timeout"`
-	Attempts    int      `yaml:"attempts"`
-	CacheSize   int      `yaml:"cache_size"`
-	MinTTL      Duration `yaml:"min_ttl"`
-	MaxTTL      Duration `yaml:"max_ttl"`
-	NegativeTTL Duration `yaml:"negative_ttl"`
+	Servers   []string `yaml:"servers"` // empty: /etc/resolv.conf
+	Timeout   Duration `yaml:"timeout"`
+	Attempts  int      `yaml:"attempts"`
+	CacheSize int      `yaml:"cache_size"`
+	// CacheMaxBytes bounds the memory of cached answers, whatever their
+	// number: a wildcard zone with large TXT records must not grow us.
+	CacheMaxBytes int      `yaml:"cache_max_bytes"`
+	MinTTL        Duration `yaml:"min_ttl"`
+	MaxTTL        Duration `yaml:"max_ttl"`
+	NegativeTTL   Duration `yaml:"negative_ttl"`
 }
 
 type SPF struct {
@@ -145,7 +148,7 @@ func Default() *Config {
 		MilterIdleTimeout:       Duration(3600e9),
 		SkipAuthenticated:       true,
 		Log:                     Log{Format: "text", Level: "info"},
-		DNS: DNS{Timeout: Duration(2e9), Attempts: 2, CacheSize: 100000,
+		DNS: DNS{Timeout: Duration(2e9), Attempts: 2, CacheSize: 100000, CacheMaxBytes: 64 << 20,
 			MaxTTL: Duration(24 * 3600e9), NegativeTTL: Duration(900e9)},
 		SPF: SPF{CheckHELO: true, CheckMailFrom: true},
 		Callout: Callout{

@@ -133,6 +133,7 @@ func flagDefs() []flagDef {
 		{name: "dns-timeout", usage: "per-query timeout (default 2s)", set: duration(func(c *Config) *Duration { return &c.DNS.Timeout })},
 		{name: "dns-attempts", usage: "rounds over the DNS servers (default 2)", set: integer(func(c *Config) *int { return &c.DNS.Attempts })},
 		{name: "dns-cache-size", usage: "DNS answers cached (default 100000)", set: integer(func(c *Config) *int { return &c.DNS.CacheSize })},
+		{name: "dns-cache-max-bytes", usage: "bytes of DNS answers cached at most (default 67108864, 64 MiB)", set: integer(func(c *Config) *int { return &c.DNS.CacheMaxBytes })},
 		{name: "dns-min-ttl", usage: "floor for cached DNS answers (default 0s)", set: duration(func(c *Config) *Duration { return &c.DNS.MinTTL })},
 		{name: "dns-max-ttl", usage: "cap for cached DNS answers (default 24h)", set: duration(func(c *Config) *Duration { return &c.DNS.MaxTTL })},
 		{name: "dns-negative-ttl", usage: "cap for cached negative answers (default 15m)", set: duration(func(c *Config) *Duration { return &c.DNS.NegativeTTL })},

@@ -85,6 +85,9 @@ func (c *Config) Validate() error {
 	if c.DNS.Timeout <= 0 || c.DNS.Attempts < 1 || c.DNS.CacheSize < 1 {
 		return fieldErr("dns", "timeout, attempts and cache_size must be positive")
 	}
+	if c.DNS.CacheMaxBytes < 1<<20 {
+		return fieldErr("dns.cache_max_bytes", "must be at least 1048576 (1 MiB): one answer can be 64 KiB")
+	}
 	if c.DNS.MaxTTL > 0 && c.DNS.MinTTL > c.DNS.MaxTTL {
 		return fieldErr("dns.min_ttl", "is above max_ttl")
 	}

@@ -17,7 +17,7 @@ type Metrics struct {
 	CheckResults   *prometheus.CounterVec   // check, result
 	CheckDuration  *prometheus.HistogramVec // check
 	CacheRequests  *prometheus.CounterVec   // cache, result (hit, miss)
-	CacheEvictions *prometheus.CounterVec   // cache
+	CacheEvictions *prometheus.CounterVec   // cache, reason
 	DNSQueries     *prometheus.CounterVec   // type, outcome
 	DNSDuration    prometheus.Histogram
 	MilterErrors   *prometheus.CounterVec // kind
@@ -49,7 +49,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		CacheRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "cache_requests_total",
 			Help: "Cache look-ups by cache (dns, callout) and result (hit, miss)."}, []string{"cache", "result"}),
 		CacheEvictions: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "cache_evictions_total",
-			Help: "Entries evicted from a full cache."}, []string{"cache"}),
+			Help: "Entries dropped from a cache, by reason: entries or bytes (a bound was reached), expired."}, []string{"cache", "reason"}),
 		DNSQueries: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dns_queries_total",
 			Help: "DNS exchanges with upstream servers by type and outcome (noerror, nxdomain, servfail, timeout, error, ...)."}, []string{"type", "outcome"}),
 		DNSDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "dns_query_duration_seconds",

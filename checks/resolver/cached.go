@@ -15,12 +15,19 @@ import (
 // CacheConfig bounds the answer cache.
 type CacheConfig struct {
 	Size        int           // entries; 0 means 100000
+	MaxBytes    int64         // bytes of answers (Answer.Size); 0 means 64 MiB
 	MinTTL      time.Duration // floor for every cached answer
 	MaxTTL      time.Duration // cap for positive answers; 0 means 24h
 	NegativeTTL time.Duration // negative answers without SOA; cap for those with one; 0 means 15m
 	// QueryTimeout bounds one merged upstream query, whatever its callers'
 	// deadlines (0 means 10s). Callers stop waiting at their own deadline.
 	QueryTimeout time.Duration
+	// KeepTXT, when set, names the TXT strings the checks read (SPF:
+	// v=spf1 records). An answer holding any keeps only those; one holding
+	// none keeps its record only when it is the sole one (an exp=
+	// explanation), since a check never reads one of several. The others
+	// are counted in Answer.OtherTXT.
+	KeepTXT func(string) bool
 }
 
 type key struct {
@@ -51,7 +58,11 @@ func NewCached(next Querier, cfg CacheConfig, clock cache.Clock, hooks cache.Hoo
 	if cfg.QueryTimeout <= 0 {
 		cfg.QueryTimeout = 10 * time.Second
 	}
-	c, err := cache.NewTTL[key, *Answer](cfg.Size, clock, hooks)
+	if cfg.MaxBytes <= 0 {
+		cfg.MaxBytes = 64 << 20
+	}
+	cost := func(k key, a *Answer) int64 { return int64(len(k.name)) + a.Size() }
+	c, err := cache.NewSizedTTL[key, *Answer](cfg.Size, cfg.MaxBytes, cost, clock, hooks)
 	if err != nil {
 		return nil, err
 	}
@@ -77,6 +88,7 @@ func (c *Cached) Query(ctx context.Context, name string, qtype uint16) (*Answer,
 		if err != nil {
 			return nil, err
 		}
+		a = c.trimTXT(a)
 		c.cache.Add(k, a, c.lifetime(a))
 		return a, nil
 	})
@@ -89,6 +101,31 @@ func (c *Cached) Query(ctx context.Context, name string, qtype uint16) (*Answer,
 	case <-ctx.Done():
 		return nil, fmt.Errorf("%w: %s: %v", ErrTemporary, k.name, ctx.Err())
 	}
+}
+
+// trimTXT keeps of a TXT answer what a check can read (KeepTXT).
+func (c *Cached) trimTXT(a *Answer) *Answer {
+	if c.cfg.KeepTXT == nil || len(a.TXT) == 0 {
+		return a
+	}
+	kept := 0
+	for _, t := range a.TXT {
+		if c.cfg.KeepTXT(t) {
+			kept++
+		}
+	}
+	if kept == len(a.TXT) || (kept == 0 && len(a.TXT) == 1) {
+		return a
+	}
+	trimmed := *a
+	trimmed.TXT = make([]string, 0, kept)
+	for _, t := range a.TXT {
+		if c.cfg.KeepTXT(t) {
+			trimmed.TXT = append(trimmed.TXT, t)
+		}
+	}
+	trimmed.OtherTXT += len(a.TXT) - kept
+	return &trimmed
 }
 
 func (c *Cached) lifetime(a *Answer) time.Duration {
@@ -105,6 +142,9 @@ func (c *Cached) lifetime(a *Answer) time.Duration {
 
 // Len is the number of cached answers.
 func (c *Cached) Len() int { return c.cache.Len() }
+
+// Bytes is what the cached answers hold, as Answer.Size counts it.
+func (c *Cached) Bytes() int64 { return c.cache.Bytes() }
 
 func lowerNoDot(name string) string {
 	name = strings.TrimSuffix(name, ".")

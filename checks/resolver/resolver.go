@@ -42,6 +42,9 @@ type MX struct {
 type Answer struct {
 	Rcode Rcode
 	TXT   []string     // each TXT record's strings joined without spaces (RFC 7208 §3.3)
+	// OtherTXT counts TXT records the cache did not keep (see
+	// CacheConfig.KeepTXT): they exist, but no check reads them.
+	OtherTXT int
 	Addrs []netip.Addr // A or AAAA
 	MX    []MX
 	PTR   []string // lower case, no trailing dot
@@ -55,6 +58,23 @@ type Answer struct {
 // NXDOMAIN (RFC 7208 §4.6.4 calls these void lookups).
 func (a *Answer) Void() bool {
 	return a.Rcode == NXDomain || len(a.TXT)+len(a.Addrs)+len(a.MX)+len(a.PTR) == 0
+}
+
+// Size approximates the memory an answer holds, for the cache's byte
+// bound: the strings and slices plus a fixed overhead per answer.
+func (a *Answer) Size() int64 {
+	n := int64(96)
+	for _, t := range a.TXT {
+		n += int64(len(t)) + 16
+	}
+	n += int64(len(a.Addrs)) * 24
+	for _, m := range a.MX {
+		n += int64(len(m.Host)) + 24
+	}
+	for _, p := range a.PTR {
+		n += int64(len(p)) + 16
+	}
+	return n
 }
 
 // NullMX reports an MX answer that is only the null MX "0 ." (RFC 7505):

@@ -50,9 +50,16 @@ func (c *Checker) parse(txt string) (*record, error) {
 		return p.rec, p.err
 	}
 	rec, err := parseRecord(txt)
-	c.parsed.Add(txt, parsedRecord{rec, err})
+	if len(txt) <= maxCachedRecord {
+		c.parsed.Add(txt, parsedRecord{rec, err})
+	}
 	return rec, err
 }
+
+// maxCachedRecord keeps the parsed-record cache bounded in bytes (10,000
+// entries of at most 1 KiB of text and its parse): real records are a
+// few hundred bytes; a hostile 64-KiB one is parsed each time it is used.
+const maxCachedRecord = 1024
 
 // Option adjusts one evaluation.
 type Option func(*evaluation)
@@ -231,7 +238,7 @@ func (e *evaluation) lookupRecord(domain string) (string, error) {
 	found := ""
 	n := 0
 	for _, t := range a.TXT {
-		if isSPFRecord(t) {
+		if IsRecord(t) {
 			found = t
 			n++
 		}
@@ -281,7 +288,7 @@ func (e *evaluation) explain(rec *record) string {
 	}
 	target := e.expandDomain(rec.exp)
 	a, err := e.query(target, dns.TypeTXT)
-	if err != nil || len(a.TXT) != 1 {
+	if err != nil || len(a.TXT)+a.OtherTXT != 1 {
 		if e.trace != nil {
 			e.tracef("exp=%s: no single TXT record; default explanation", target)
 		}

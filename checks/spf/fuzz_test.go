@@ -15,7 +15,7 @@ func FuzzParseRecord(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		if !isSPFRecord(s) {
+		if !IsRecord(s) {
 			return
 		}
 		rec, err := parseRecord(s)

@@ -26,9 +26,10 @@ type record struct {
 	hasAll   bool
 }
 
-// isSPFRecord reports whether a TXT string is an SPF version 1 record
-// (RFC 7208 §4.5: "v=spf1" followed by a space or the end).
-func isSPFRecord(txt string) bool {
+// IsRecord reports whether a TXT string is an SPF version 1 record
+// (RFC 7208 §4.5: "v=spf1" followed by a space or the end): the only TXT
+// strings of a policy lookup SPF reads.
+func IsRecord(txt string) bool {
 	if len(txt) < 6 || !strings.EqualFold(txt[:6], "v=spf1") {
 		return false
 	}

@@ -6,10 +6,12 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/senderguard/senderguard/cache"
 	"github.com/senderguard/senderguard/checks/callout"
 	"github.com/senderguard/senderguard/checks/resolver"
+	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
 	"github.com/senderguard/senderguard/filter"
 	"github.com/senderguard/senderguard/metrics"
@@ -35,7 +37,7 @@ func newQuerier(servers []string, c config.DNS, m *dnsHooks) (*resolver.Cached, 
 		hooks = m.cache
 	}
 	return resolver.NewCached(stub, resolver.CacheConfig{
-		Size: c.CacheSize, MinTTL: c.MinTTL.D(), MaxTTL: c.MaxTTL.D(), NegativeTTL: c.NegativeTTL.D(),
+		Size: c.CacheSize, MaxBytes: int64(c.CacheMaxBytes), KeepTXT: spf.IsRecord, MinTTL: c.MinTTL.D(), MaxTTL: c.MaxTTL.D(), NegativeTTL: c.NegativeTTL.D(),
 	}, nil, hooks)
 }
 
@@ -57,8 +59,11 @@ func metricHooks(m *metrics.Metrics) *dnsHooks {
 
 func cacheHooks(m *metrics.Metrics, name string) cache.Hooks {
 	hit, miss := m.CacheRequests.WithLabelValues(name, "hit"), m.CacheRequests.WithLabelValues(name, "miss")
-	ev := m.CacheEvictions.WithLabelValues(name)
-	return cache.Hooks{Hit: hit.Inc, Miss: miss.Inc, Evict: ev.Inc}
+	ev := map[string]prometheus.Counter{}
+	for _, r := range []string{cache.EvictEntries, cache.EvictBytes, cache.EvictExpired} {
+		ev[r] = m.CacheEvictions.WithLabelValues(name, r) // 0 from the start, not absent
+	}
+	return cache.Hooks{Hit: hit.Inc, Miss: miss.Inc, Evicted: func(reason string) { ev[reason].Inc() }}
 }
 
 // newVerifier builds the callout prober, or nil when callouts are off.

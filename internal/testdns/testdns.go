@@ -151,7 +151,19 @@ func (s *Server) handle(w dns.ResponseWriter, r *dns.Msg, udp bool) {
 	drop, servfail := s.drop[name], s.servfail[name]
 	var answer []dns.RR
 	exists := false
-	for _, rr := range s.records[name] {
+	records := s.records[name]
+	if len(records) == 0 {
+		// A wildcard one label up answers for any name below it
+		// (RFC 4592, without the finer points).
+		if _, parent, ok := strings.Cut(name, "."); ok {
+			for _, rr := range s.records["*."+parent] {
+				rr = dns.Copy(rr)
+				rr.Header().Name = q.Name
+				records = append(records, rr)
+			}
+		}
+	}
+	for _, rr := range records {
 		exists = true
 		if rr.Header().Rrtype == q.Qtype || rr.Header().Rrtype == dns.TypeCNAME {
 			answer = append(answer, dns.Copy(rr))
