@@ -41,13 +41,13 @@ type MX struct {
 // modify the slices: cached answers are shared.
 type Answer struct {
 	Rcode Rcode
-	TXT   []string     // each TXT record's strings joined without spaces (RFC 7208 §3.3)
+	TXT   []string // each TXT record's strings joined without spaces (RFC 7208 §3.3)
 	// OtherTXT counts TXT records the cache did not keep (see
 	// CacheConfig.KeepTXT): they exist, but no check reads them.
 	OtherTXT int
-	Addrs []netip.Addr // A or AAAA
-	MX    []MX
-	PTR   []string // lower case, no trailing dot
+	Addrs    []netip.Addr // A or AAAA
+	MX       []MX
+	PTR      []string // lower case, no trailing dot
 	// TTL is how long the answer may be cached: the smallest record TTL for
 	// data, the SOA minimum for negative answers (RFC 2308 §5), or -1 when
 	// the server gave no hint.
