@@ -20,6 +20,7 @@ type Metrics struct {
 	CacheEvictions *prometheus.CounterVec   // cache, reason
 	DNSQueries     *prometheus.CounterVec   // type, outcome
 	DNSDuration    prometheus.Histogram
+	DNSServerUp    *prometheus.GaugeVec   // server
 	MilterErrors   *prometheus.CounterVec // kind
 	ConfigReloads  *prometheus.CounterVec // result
 	Probes         *prometheus.CounterVec // result
@@ -54,6 +55,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "DNS exchanges with upstream servers by type and outcome (noerror, nxdomain, servfail, timeout, error, ...)."}, []string{"type", "outcome"}),
 		DNSDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "dns_query_duration_seconds",
 			Help: "Duration of one DNS exchange.", Buckets: latency}),
+		DNSServerUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "dns_server_up",
+			Help: "1 while a configured DNS server answers; 0 while it is asked after the others because it did not."}, []string{"server"}),
 		MilterErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "milter_errors_total",
 			Help: "Milter protocol errors by kind (read, command, write, panic, unknown_command)."}, []string{"kind"}),
 		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "config_reloads_total",
@@ -70,7 +73,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "Build information; always 1."}, []string{"version", "goversion"}),
 	}
 	reg.MustRegister(m.Sessions, m.ActiveSessions, m.Messages, m.Verdicts, m.CheckResults, m.CheckDuration,
-		m.CacheRequests, m.CacheEvictions, m.DNSQueries, m.DNSDuration, m.MilterErrors, m.ConfigReloads,
+		m.CacheRequests, m.CacheEvictions, m.DNSQueries, m.DNSDuration, m.DNSServerUp, m.MilterErrors, m.ConfigReloads,
 		m.Probes, m.ProbeDuration, m.ProbesSkipped, m.BreakerTrips, m.BuildInfo)
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	return m

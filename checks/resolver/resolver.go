@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -96,6 +97,65 @@ type Stub struct {
 	// OnQuery, when set, is called once per exchange with its outcome
 	// ("noerror", "nxdomain", "servfail", "timeout", ...).
 	OnQuery func(qtype uint16, outcome string, d time.Duration)
+	// DownFor is how long a server that did not answer is asked after the
+	// others (0 means 30s); once it answers it is asked in its turn again.
+	// Without this memory a dead first nameserver costs every uncached
+	// question the whole timeout.
+	DownFor time.Duration
+	// OnServerHealth, when set, is told when a server is found down or
+	// answering again.
+	OnServerHealth func(server string, up bool)
+
+	mu        sync.Mutex
+	downUntil map[string]time.Time
+}
+
+// order is the servers to ask: those that answered lately first, in their
+// configured order, then those that did not.
+func (s *Stub) order() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.downUntil) == 0 {
+		return s.Servers
+	}
+	now := time.Now()
+	up := make([]string, 0, len(s.Servers))
+	var down []string
+	for _, srv := range s.Servers {
+		if until, ok := s.downUntil[srv]; ok && now.Before(until) {
+			down = append(down, srv)
+		} else {
+			up = append(up, srv)
+		}
+	}
+	return append(up, down...)
+}
+
+// health records whether server answered at all (any DNS message counts).
+func (s *Stub) health(server string, answered bool) {
+	s.mu.Lock()
+	_, wasDown := s.downUntil[server]
+	changed := false
+	if answered {
+		if wasDown {
+			delete(s.downUntil, server)
+			changed = true
+		}
+	} else {
+		if s.downUntil == nil {
+			s.downUntil = map[string]time.Time{}
+		}
+		d := s.DownFor
+		if d <= 0 {
+			d = 30 * time.Second
+		}
+		s.downUntil[server] = time.Now().Add(d)
+		changed = !wasDown
+	}
+	s.mu.Unlock()
+	if changed && s.OnServerHealth != nil {
+		s.OnServerHealth(server, answered)
+	}
 }
 
 // ServersFromResolvConf reads nameserver lines from path.
@@ -141,8 +201,9 @@ func (s *Stub) Query(ctx context.Context, name string, qtype uint16) (*Answer, e
 	q.SetEdns0(size, false)
 	attempts := max(s.Attempts, 1)
 	var last error
+	servers := s.order()
 	for range attempts {
-		for _, server := range s.Servers {
+		for _, server := range servers {
 			if err := ctx.Err(); err != nil {
 				return nil, fmt.Errorf("%w: %s %s: %v", ErrTemporary, dns.TypeToString[qtype], name, err)
 			}
@@ -176,12 +237,19 @@ func (s *Stub) exchange(ctx context.Context, q *dns.Msg, server string) (*dns.Ms
 	return r, err
 }
 
-func (s *Stub) exchangeNet(ctx context.Context, q *dns.Msg, server, network string, timeout time.Duration) (*dns.Msg, error) {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+func (s *Stub) exchangeNet(parent context.Context, q *dns.Msg, server, network string, timeout time.Duration) (*dns.Msg, error) {
+	ctx, cancel := context.WithTimeout(parent, timeout)
 	defer cancel()
 	c := &dns.Client{Net: network, Timeout: timeout, UDPSize: q.IsEdns0().UDPSize()}
 	start := time.Now()
 	r, _, err := c.ExchangeContext(ctx, q, server)
+	if err == nil {
+		s.health(server, true)
+	} else if parent.Err() == nil {
+		// Silent or unreachable within its own timeout; not when the
+		// caller's deadline cut the exchange short.
+		s.health(server, false)
+	}
 	if s.OnQuery != nil {
 		outcome := "error"
 		switch {

@@ -311,3 +311,75 @@ func TestCacheFloorsAndCaps(t *testing.T) {
 		}
 	}
 }
+
+// silentServer reads DNS questions on loopback and never answers; it
+// counts them.
+func silentServer(t *testing.T) (string, func() int) {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	var mu sync.Mutex
+	n := 0
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			if _, _, err := pc.ReadFrom(buf); err != nil {
+				return
+			}
+			mu.Lock()
+			n++
+			mu.Unlock()
+		}
+	}()
+	return pc.LocalAddr().String(), func() int { mu.Lock(); defer mu.Unlock(); return n }
+}
+
+// TestDeadFirstServerIsLearned: with the first nameserver silent, only
+// the first question waits for its timeout; the rest go to the second
+// server at once, until the first one's penalty ends.
+func TestDeadFirstServerIsLearned(t *testing.T) {
+	dead, asked := silentServer(t)
+	good := testdns.Start(t, `a.test. 300 IN A 192.0.2.1`)
+	var events []string
+	var mu sync.Mutex
+	s := &resolver.Stub{Servers: []string{dead, good.Addr}, Timeout: 200 * time.Millisecond, Attempts: 1,
+		DownFor: 600 * time.Millisecond,
+		OnServerHealth: func(server string, up bool) {
+			mu.Lock()
+			events = append(events, fmt.Sprint(server == dead, up))
+			mu.Unlock()
+		}}
+	query := func() time.Duration {
+		ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+		defer cancel()
+		start := time.Now()
+		if _, err := s.Query(ctx, "a.test", dns.TypeA); err != nil {
+			t.Fatalf("query failed (would be a tempfail): %v", err)
+		}
+		return time.Since(start)
+	}
+	if d := query(); d < 200*time.Millisecond {
+		t.Errorf("first query took %v: the dead server was not asked first", d)
+	}
+	for i := range 20 {
+		if d := query(); d > 100*time.Millisecond {
+			t.Fatalf("query %d took %v after the dead server was learned", i, d)
+		}
+	}
+	if n := asked(); n != 1 {
+		t.Errorf("dead server asked %d times, want 1", n)
+	}
+	time.Sleep(700 * time.Millisecond) // its penalty ends: asked again, first
+	query()
+	if n := asked(); n != 2 {
+		t.Errorf("dead server asked %d times after its penalty, want 2", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(events, ",") != "true false" {
+		t.Errorf("health events %v, want one 'down' for the dead server", events)
+	}
+}

@@ -34,6 +34,10 @@ func newQuerier(servers []string, c config.DNS, m *dnsHooks) (*resolver.Cached, 
 	var hooks cache.Hooks
 	if m != nil {
 		stub.OnQuery = m.onQuery
+		stub.OnServerHealth = m.serverUp
+		for _, srv := range servers {
+			m.serverUp(srv, true)
+		}
 		hooks = m.cache
 	}
 	return resolver.NewCached(stub, resolver.CacheConfig{
@@ -43,8 +47,9 @@ func newQuerier(servers []string, c config.DNS, m *dnsHooks) (*resolver.Cached, 
 
 // dnsHooks feed resolver events to metrics.
 type dnsHooks struct {
-	onQuery func(qtype uint16, outcome string, d time.Duration)
-	cache   cache.Hooks
+	onQuery  func(qtype uint16, outcome string, d time.Duration)
+	serverUp func(server string, up bool)
+	cache    cache.Hooks
 }
 
 func metricHooks(m *metrics.Metrics) *dnsHooks {
@@ -52,6 +57,13 @@ func metricHooks(m *metrics.Metrics) *dnsHooks {
 		onQuery: func(qtype uint16, outcome string, d time.Duration) {
 			m.DNSQueries.WithLabelValues(dns.TypeToString[qtype], outcome).Inc()
 			m.DNSDuration.Observe(d.Seconds())
+		},
+		serverUp: func(server string, up bool) {
+			v := 0.0
+			if up {
+				v = 1
+			}
+			m.DNSServerUp.WithLabelValues(server).Set(v)
 		},
 		cache: cacheHooks(m, "dns"),
 	}
