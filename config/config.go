@@ -93,6 +93,9 @@ type Callout struct {
 	GlobalConcurrency      int      `yaml:"global_concurrency"`
 	PerDomainConcurrency   int      `yaml:"per_domain_concurrency"`
 	PerDomainRatePerMinute int      `yaml:"per_domain_rate_per_minute"`
+	PerHostConcurrency     int      `yaml:"per_host_concurrency"`
+	PerHostRatePerMinute   int      `yaml:"per_host_rate_per_minute"`
+	BannerPatience         Duration `yaml:"banner_patience"`
 }
 
 // SPFActions maps each SPF result to an action.
@@ -153,11 +156,12 @@ func Default() *Config {
 		SPF: SPF{CheckHELO: true, CheckMailFrom: true},
 		Callout: Callout{
 			Enabled: true, ProbeOn: []string{"none", "neutral", "softfail"}, Port: 25, Async: true,
-			StepTimeout: Duration(10e9), ProbeTimeout: Duration(60e9), CacheSize: 100000,
+			StepTimeout: Duration(10e9), ProbeTimeout: Duration(30e9), CacheSize: 100000, BannerPatience: Duration(5e9),
 			TTLExists: Duration(31 * 24 * 3600e9), TTLNotExists: Duration(3 * 24 * 3600e9),
 			TTLUnknown: Duration(300e9), RefreshAfter: Duration(7 * 24 * 3600e9),
 			BreakerTTL: Duration(3600e9), GreylistRetry: Duration(300e9),
 			GlobalConcurrency: 50, PerDomainConcurrency: 2, PerDomainRatePerMinute: 20,
+			PerHostConcurrency: 4, PerHostRatePerMinute: 60,
 		},
 		Actions: Actions{
 			SPFMailFrom: SPFActions{Pass: accept, Fail: mustAction("reject 550 5.7.23"), Softfail: accept,

@@ -151,7 +151,7 @@ func flagDefs() []flagDef {
 		{name: "callout-async", boolean: true, usage: "let probes finish in the background after the stage budget (default true)", set: boolean(func(c *Config) *bool { return &c.Callout.Async })},
 		{name: "callout-catch-all-test", boolean: true, usage: "also probe a random local part to detect catch-all domains", set: boolean(func(c *Config) *bool { return &c.Callout.CatchAllTest })},
 		{name: "callout-step-timeout", usage: "deadline of one SMTP step of a probe (default 10s)", set: duration(func(c *Config) *Duration { return &c.Callout.StepTimeout })},
-		{name: "callout-probe-timeout", usage: "deadline of a whole probe over all MX hosts (default 60s)", set: duration(func(c *Config) *Duration { return &c.Callout.ProbeTimeout })},
+		{name: "callout-probe-timeout", usage: "deadline of a whole probe over all MX hosts (default 30s)", set: duration(func(c *Config) *Duration { return &c.Callout.ProbeTimeout })},
 		{name: "callout-cache-size", usage: "addresses cached (default 100000)", set: integer(func(c *Config) *int { return &c.Callout.CacheSize })},
 		{name: "callout-ttl-exists", usage: "cache time of exists (default 31d)", set: duration(func(c *Config) *Duration { return &c.Callout.TTLExists })},
 		{name: "callout-ttl-not-exists", usage: "cache time of not-exists (default 3d)", set: duration(func(c *Config) *Duration { return &c.Callout.TTLNotExists })},
@@ -161,6 +161,9 @@ func flagDefs() []flagDef {
 		{name: "callout-greylist-retry", usage: "delay of the background re-probe after a 4xx at RCPT (default 5m)", set: duration(func(c *Config) *Duration { return &c.Callout.GreylistRetry })},
 		{name: "callout-global-concurrency", usage: "probes running at once (default 50)", set: integer(func(c *Config) *int { return &c.Callout.GlobalConcurrency })},
 		{name: "callout-per-domain-concurrency", usage: "probes at once per domain (default 2)", set: integer(func(c *Config) *int { return &c.Callout.PerDomainConcurrency })},
+		{name: "callout-per-host-concurrency", usage: "probes at once per mail host address (default 4)", set: integer(func(c *Config) *int { return &c.Callout.PerHostConcurrency })},
+		{name: "callout-per-host-rate", usage: "probes per minute per mail host address (default 60)", set: integer(func(c *Config) *int { return &c.Callout.PerHostRatePerMinute })},
+		{name: "callout-banner-patience", usage: "wait for a banner before a host counts as a tarpit (default 5s)", set: duration(func(c *Config) *Duration { return &c.Callout.BannerPatience })},
 		{name: "callout-per-domain-rate", usage: "probes per minute per domain (default 20)", set: integer(func(c *Config) *int { return &c.Callout.PerDomainRatePerMinute })},
 	}
 	for _, id := range []string{"mailfrom", "helo"} {

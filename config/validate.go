@@ -105,8 +105,9 @@ func (c *Config) Validate() error {
 	if co.StepTimeout <= 0 || co.ProbeTimeout <= 0 || co.CacheSize < 1 {
 		return fieldErr("callout", "step_timeout, probe_timeout and cache_size must be positive")
 	}
-	if co.GlobalConcurrency < 1 || co.PerDomainConcurrency < 1 || co.PerDomainRatePerMinute < 1 {
-		return fieldErr("callout", "concurrency and rate limits must be positive")
+	if co.GlobalConcurrency < 1 || co.PerDomainConcurrency < 1 || co.PerDomainRatePerMinute < 1 ||
+		co.PerHostConcurrency < 1 || co.PerHostRatePerMinute < 1 || co.BannerPatience <= 0 {
+		return fieldErr("callout", "concurrency and rate limits and banner_patience must be positive")
 	}
 	if co.TTLExists <= 0 || co.TTLNotExists <= 0 || co.TTLUnknown <= 0 {
 		return fieldErr("callout", "cache TTLs must be positive")

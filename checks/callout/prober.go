@@ -38,6 +38,16 @@ type Prober struct {
 	Trace        func(string)
 	// SkipHost, when set, leaves out mail hosts whose breaker is open.
 	SkipHost func(host string) bool
+	// Gate, when set, admits each connection to a mail host address; it
+	// names the limit that refused, or returns the admission to report to.
+	// abort ends the connection early (a host that keeps us waiting).
+	Gate func(ip netip.Addr, host string, abort func()) (Admission, string)
+}
+
+// Admission is one connection a Gate let through.
+type Admission interface {
+	Answered()      // the host sent its banner: it is not tarpitting
+	Done(r *Result) // the dialogue ended with r
 }
 
 // maxAddressTries bounds the connections of one probe.
@@ -94,8 +104,10 @@ hosts:
 			if ctx.Err() != nil {
 				return &Result{Class: Unknown, Host: h.name, Err: fmt.Errorf("probe budget ended: %w", ctx.Err())}
 			}
-			r := p.dialogue(ctx, a, h.name, ip)
-			if r.Class != Unknown || r.refused {
+			r := p.gatedDialogue(ctx, a, h.name, ip)
+			// A 4xx at RCPT is the answer for now: an MTA would not try
+			// the next host either.
+			if r.Class != Unknown || r.refused || r.greylisted {
 				return r
 			}
 			last = r // try the next address or host
@@ -225,8 +237,25 @@ func notOK(r *Result, step string, rep *Reply) *Result {
 	return r
 }
 
+// gatedDialogue runs one SMTP conversation with ip through the Gate.
+func (p *Prober) gatedDialogue(ctx context.Context, a Address, host string, ip netip.Addr) *Result {
+	if p.Gate == nil {
+		return p.dialogue(ctx, a, host, ip, nil)
+	}
+	dctx, abort := context.WithCancel(ctx)
+	defer abort()
+	adm, refused := p.Gate(ip, host, abort)
+	if adm == nil {
+		p.tracef("%s (%s): not probed: %s limit reached", host, ip, refused)
+		return &Result{Class: Unknown, Host: host, Err: fmt.Errorf("not probed: %s limit reached", refused)}
+	}
+	r := p.dialogue(dctx, a, host, ip, adm)
+	adm.Done(r)
+	return r
+}
+
 // dialogue runs one SMTP conversation with ip.
-func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.Addr) *Result {
+func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.Addr, adm Admission) *Result {
 	r := &Result{Class: Unknown, Host: host}
 	step := p.StepTimeout
 	if step <= 0 {
@@ -264,6 +293,9 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 	rep, _, err := c.reply()
 	if err != nil {
 		return fail("banner", err)
+	}
+	if adm != nil {
+		adm.Answered()
 	}
 	if rep.Code != 220 {
 		return notOK(r, "banner", rep)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -26,7 +27,19 @@ type VerifierConfig struct {
 	GlobalConcurrency                   int
 	PerDomainConcurrency                int
 	PerDomainRatePerMinute              int
+	// Per mail host address, whatever the domains it serves: distinct
+	// sender domains on one MX must not multiply what reaches it.
+	PerHostConcurrency   int
+	PerHostRatePerMinute int
+	// BannerPatience is how long a connection may wait for a banner
+	// before it counts as a tarpit (0 means 5s); tarpits hold at most half
+	// the global slots, more are cut off.
+	BannerPatience time.Duration
 }
+
+// hostFailuresToBreak is how many connection failures in a row (timeouts,
+// drops, resets: no SMTP reply) open a mail host's breaker.
+const hostFailuresToBreak = 3
 
 // Hooks report events for metrics; nil fields are skipped.
 type Hooks struct {
@@ -46,20 +59,20 @@ type Verifier struct {
 
 	group  singleflight.Group
 	global chan struct{}
+	// tarpits holds the global slots probes may keep while a host has not
+	// sent its banner within BannerPatience: at most half, so tarpits
+	// cannot take the slots of hosts that answer.
+	tarpits chan struct{}
+	domains *keyedLimiter
+	hosts   *keyedLimiter // by mail host address
 
 	mu      sync.Mutex
-	domains map[string]*domainState
 	retries map[string]bool
+	queue   *retryQueue
 
 	bg       sync.WaitGroup
 	bgCtx    context.Context
 	bgCancel context.CancelFunc
-}
-
-type domainState struct {
-	inflight int
-	window   time.Time // start of the current one-minute window
-	count    int
 }
 
 // NewVerifier wires p to store with cfg.
@@ -68,16 +81,32 @@ func NewVerifier(p *Prober, store cache.Store, cfg VerifierConfig, hooks Hooks, 
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	global := max(cfg.GlobalConcurrency, 1)
+	if cfg.PerHostConcurrency <= 0 {
+		cfg.PerHostConcurrency = 4
+	}
+	if cfg.PerHostRatePerMinute <= 0 {
+		cfg.PerHostRatePerMinute = 60
+	}
+	if cfg.BannerPatience <= 0 {
+		cfg.BannerPatience = 5 * time.Second
+	}
 	v := &Verifier{prober: p, store: store, cfg: cfg, hooks: hooks, log: log, now: time.Now,
-		global: make(chan struct{}, max(cfg.GlobalConcurrency, 1)), domains: map[string]*domainState{},
+		global: make(chan struct{}, global), tarpits: make(chan struct{}, max(global/2, 1)),
 		retries: map[string]bool{}, bgCtx: ctx, bgCancel: cancel}
+	now := func() time.Time { return v.now() }
+	v.domains = newKeyedLimiter(cfg.PerDomainConcurrency, cfg.PerDomainRatePerMinute, now)
+	v.hosts = newKeyedLimiter(cfg.PerHostConcurrency, cfg.PerHostRatePerMinute, now)
+	v.queue = newRetryQueue(ctx, v.launch)
 	p.SkipHost = v.hostBroken
+	p.Gate = v.admit
 	return v
 }
 
 // Close stops background probes and waits for them.
 func (v *Verifier) Close() {
 	v.bgCancel()
+	v.queue.wait()
 	v.bg.Wait()
 }
 
@@ -171,12 +200,7 @@ func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refr
 	defer scancel()
 	now := v.now().Unix()
 	if r.refused {
-		if v.hooks.Breaker != nil {
-			v.hooks.Breaker()
-		}
-		v.set(sctx, "h:"+r.Host, cache.Entry{Kind: "breaker", Stored: now}, v.cfg.BreakerTTL)
-		v.set(sctx, "d:"+a.Domain, cache.Entry{Kind: "breaker", Stored: now}, v.cfg.BreakerTTL)
-		v.log.Warn("callout refused by mail host; not probing it for a while", "host", r.Host, "domain", a.Domain, "reply", r.Reply.String(), "for", v.cfg.BreakerTTL)
+		v.openBreaker(r.Host, a.Domain, "refused our probe: "+r.Reply.String())
 	}
 	if r.Class == CatchAll {
 		v.set(sctx, "d:"+a.Domain, cache.Entry{Kind: string(CatchAll), Stored: now}, v.cfg.TTLExists)
@@ -216,7 +240,8 @@ func (v *Verifier) ttl(c Class) time.Duration {
 }
 
 // background re-probes key after delay: a refresh of a positive entry, or
-// the one retry after greylisting. At most one is pending per address.
+// the one retry after greylisting. At most one is pending per address;
+// delayed ones wait in one timer queue, not in a goroutine each.
 func (v *Verifier) background(a Address, key string, refresh bool, delay time.Duration) {
 	v.mu.Lock()
 	if v.retries[key] || len(v.retries) >= 10000 || v.bgCtx.Err() != nil {
@@ -224,21 +249,25 @@ func (v *Verifier) background(a Address, key string, refresh bool, delay time.Du
 		return
 	}
 	v.retries[key] = true
-	v.bg.Add(1)
 	v.mu.Unlock()
+	job := retryJob{a: a, key: key, refresh: refresh}
+	if delay > 0 {
+		v.queue.push(time.Now().Add(delay), job)
+		return
+	}
+	v.launch(job)
+}
+
+// launch runs one background probe now.
+func (v *Verifier) launch(j retryJob) {
+	v.bg.Add(1)
 	go func() {
 		defer v.bg.Done()
-		defer func() { v.mu.Lock(); delete(v.retries, key); v.mu.Unlock() }()
-		if delay > 0 {
-			t := time.NewTimer(delay)
-			defer t.Stop()
-			select {
-			case <-t.C:
-			case <-v.bgCtx.Done():
-				return
-			}
+		defer func() { v.mu.Lock(); delete(v.retries, j.key); v.mu.Unlock() }()
+		if v.bgCtx.Err() != nil {
+			return
 		}
-		v.group.Do("a:"+key, func() (any, error) { return v.probeAndStore(v.bgCtx, a, key, refresh), nil })
+		v.group.Do("a:"+j.key, func() (any, error) { return v.probeAndStore(v.bgCtx, j.a, j.key, j.refresh), nil })
 	}()
 }
 
@@ -250,48 +279,105 @@ func (v *Verifier) acquire(domain string) string {
 	default:
 		return "global_concurrency"
 	}
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	now := v.now()
-	d := v.domains[domain]
-	if d == nil {
-		if len(v.domains) > 10000 {
-			v.sweepLocked(now)
-		}
-		d = &domainState{window: now}
-		v.domains[domain] = d
-	}
-	if now.Sub(d.window) >= time.Minute {
-		d.window, d.count = now, 0
-	}
-	switch {
-	case d.inflight >= v.cfg.PerDomainConcurrency:
+	if refused := v.domains.acquire(domain); refused != "" {
 		<-v.global
-		return "domain_concurrency"
-	case d.count >= v.cfg.PerDomainRatePerMinute:
-		<-v.global
-		return "domain_rate"
+		return "domain_" + refused
 	}
-	d.inflight++
-	d.count++
 	return ""
 }
 
 func (v *Verifier) release(domain string) {
-	v.mu.Lock()
-	if d := v.domains[domain]; d != nil {
-		d.inflight--
-	}
-	v.mu.Unlock()
+	v.domains.release(domain)
 	<-v.global
 }
 
-func (v *Verifier) sweepLocked(now time.Time) {
-	for k, d := range v.domains {
-		if d.inflight == 0 && now.Sub(d.window) >= time.Minute {
-			delete(v.domains, k)
-		}
+// admission is one connection to a mail host address under the per-host
+// limits and the share of slots for hosts that keep us waiting.
+type admission struct {
+	v     *Verifier
+	ip    string
+	host  string
+	abort func()
+	timer *time.Timer
+
+	mu       sync.Mutex
+	answered bool
+	tarpit   bool // holds a tarpit slot
+}
+
+// admit is the prober's Gate: per-host limits, and at most half the
+// global slots for connections still waiting for a banner after
+// BannerPatience.
+func (v *Verifier) admit(ip netip.Addr, host string, abort func()) (Admission, string) {
+	key := ip.String()
+	if refused := v.hosts.acquire(key); refused != "" {
+		v.skip("host_" + refused)
+		return nil, "host " + refused
 	}
+	a := &admission{v: v, ip: key, host: host, abort: abort}
+	a.timer = time.AfterFunc(v.cfg.BannerPatience, a.patienceEnded)
+	return a, ""
+}
+
+// patienceEnded: no banner yet. Take a tarpit slot, or cut the connection.
+func (a *admission) patienceEnded() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.answered {
+		return
+	}
+	select {
+	case a.v.tarpits <- struct{}{}:
+		a.tarpit = true
+	default:
+		a.v.skip("unanswered_hosts")
+		a.abort()
+	}
+}
+
+func (a *admission) Answered() {
+	a.timer.Stop()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.answered = true
+	if a.tarpit {
+		a.tarpit = false
+		<-a.v.tarpits
+	}
+}
+
+func (a *admission) Done(r *Result) {
+	a.Answered()
+	v := a.v
+	v.hosts.release(a.ip)
+	if r.Reply != nil {
+		v.hosts.succeeded(a.ip)
+		return
+	}
+	if r.Err == nil || v.bgCtx.Err() != nil {
+		return
+	}
+	// No SMTP reply at all: a timeout, a drop, a reset, or cut off as a
+	// tarpit.
+	if v.hosts.failed(a.ip) == hostFailuresToBreak {
+		v.openBreaker(a.host, "", fmt.Sprintf("%d connections in a row without an SMTP reply (%v)", hostFailuresToBreak, r.Err))
+	}
+}
+
+// openBreaker leaves a mail host (and the domain, when given) alone for
+// BreakerTTL.
+func (v *Verifier) openBreaker(host, domain, why string) {
+	if v.hooks.Breaker != nil {
+		v.hooks.Breaker()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	e := cache.Entry{Kind: "breaker", Stored: v.now().Unix()}
+	v.set(ctx, "h:"+host, e, v.cfg.BreakerTTL)
+	if domain != "" {
+		v.set(ctx, "d:"+domain, e, v.cfg.BreakerTTL)
+	}
+	v.log.Warn("callout: not probing mail host for a while", "host", host, "domain", domain, "why", why, "for", v.cfg.BreakerTTL)
 }
 
 // hostBroken reports an open breaker for a mail host.

@@ -94,6 +94,8 @@ func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, log
 		RefreshAfter: co.RefreshAfter.D(), BreakerTTL: co.BreakerTTL.D(), GreylistRetry: co.GreylistRetry.D(),
 		ProbeTimeout: co.ProbeTimeout.D(), Async: co.Async, GlobalConcurrency: co.GlobalConcurrency,
 		PerDomainConcurrency: co.PerDomainConcurrency, PerDomainRatePerMinute: co.PerDomainRatePerMinute,
+		PerHostConcurrency: co.PerHostConcurrency, PerHostRatePerMinute: co.PerHostRatePerMinute,
+		BannerPatience: co.BannerPatience.D(),
 	}, callout.Hooks{
 		Probe: func(c callout.Class, d time.Duration) {
 			m.Probes.WithLabelValues(string(c)).Inc()
