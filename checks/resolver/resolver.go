@@ -108,6 +108,63 @@ type Stub struct {
 
 	mu        sync.Mutex
 	downUntil map[string]time.Time
+	idle      map[string][]idleConn // TCP connections to reuse, per server
+}
+
+// idleConn is a TCP connection to a server, kept for the next truncated
+// answer: a new connection per large answer left thousands of sockets in
+// TIME_WAIT and can exhaust a remote resolver's ephemeral ports.
+type idleConn struct {
+	conn  *dns.Conn
+	since time.Time
+}
+
+const (
+	maxIdlePerServer = 4
+	// idleTCPFor stays below the idle timeouts of common servers (BIND and
+	// Unbound: 30s; miekg/dns: 8s) so a kept connection is rarely stale.
+	idleTCPFor = 5 * time.Second
+)
+
+// takeIdle returns a kept connection to server, if a fresh one is there.
+func (s *Stub) takeIdle(server string) *dns.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for l := s.idle[server]; len(l) > 0; l = s.idle[server] {
+		c := l[len(l)-1]
+		s.idle[server] = l[:len(l)-1]
+		if time.Since(c.since) < idleTCPFor {
+			return c.conn
+		}
+		c.conn.Close()
+	}
+	return nil
+}
+
+// putIdle keeps a connection that just answered, or closes it.
+func (s *Stub) putIdle(server string, c *dns.Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.idle == nil {
+		s.idle = map[string][]idleConn{}
+	}
+	if len(s.idle[server]) >= maxIdlePerServer {
+		c.Close()
+		return
+	}
+	s.idle[server] = append(s.idle[server], idleConn{c, time.Now()})
+}
+
+// CloseIdle closes the TCP connections kept for reuse.
+func (s *Stub) CloseIdle() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for server, l := range s.idle {
+		for _, c := range l {
+			c.conn.Close()
+		}
+		delete(s.idle, server)
+	}
 }
 
 // order is the servers to ask: those that answered lately first, in their
@@ -242,7 +299,13 @@ func (s *Stub) exchangeNet(parent context.Context, q *dns.Msg, server, network s
 	defer cancel()
 	c := &dns.Client{Net: network, Timeout: timeout, UDPSize: q.IsEdns0().UDPSize()}
 	start := time.Now()
-	r, _, err := c.ExchangeContext(ctx, q, server)
+	var r *dns.Msg
+	var err error
+	if network == "tcp" {
+		r, err = s.exchangeTCP(ctx, c, q, server)
+	} else {
+		r, _, err = c.ExchangeContext(ctx, q, server)
+	}
 	if err == nil {
 		s.health(server, true)
 	} else if parent.Err() == nil {
@@ -267,6 +330,31 @@ func (s *Stub) exchangeNet(parent context.Context, q *dns.Msg, server, network s
 		return nil, fmt.Errorf("%s over %s: answer to another question", server, network)
 	}
 	return r, nil
+}
+
+// exchangeTCP asks over a kept TCP connection when there is one (once
+// more on a new connection if the server had closed it), and keeps the
+// connection afterwards.
+func (s *Stub) exchangeTCP(ctx context.Context, c *dns.Client, q *dns.Msg, server string) (*dns.Msg, error) {
+	for {
+		conn := s.takeIdle(server)
+		reused := conn != nil
+		if !reused {
+			var err error
+			if conn, err = c.DialContext(ctx, server); err != nil {
+				return nil, err
+			}
+		}
+		r, _, err := c.ExchangeWithConnContext(ctx, q, conn)
+		if err == nil {
+			s.putIdle(server, conn)
+			return r, nil
+		}
+		conn.Close()
+		if !reused || ctx.Err() != nil {
+			return nil, err
+		}
+	}
 }
 
 func isTimeout(err error) bool {

@@ -383,3 +383,18 @@ func TestDeadFirstServerIsLearned(t *testing.T) {
 		t.Errorf("health events %v, want one 'down' for the dead server", events)
 	}
 }
+
+func TestTruncatedAnswersReuseOneTCPConnection(t *testing.T) {
+	srv := testdns.Start(t, bigTXT()...)
+	s := stub(srv.Addr)
+	defer s.CloseIdle()
+	for i := range 50 {
+		a, err := s.Query(context.Background(), "big.test", dns.TypeTXT)
+		if err != nil || len(a.TXT) != 61 {
+			t.Fatalf("query %d: %v, %v", i, a, err)
+		}
+	}
+	if n := srv.TCPConns(); n != 1 {
+		t.Errorf("50 truncated answers took %d TCP connections, want 1", n)
+	}
+}

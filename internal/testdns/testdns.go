@@ -24,8 +24,28 @@ type Server struct {
 	drop      map[string]bool
 	queries   map[string]int // "name/TYPE" -> count
 	refuseTCP bool
+	tcpConns  int
 	udp, tcp  *dns.Server
 }
+
+// countingListener counts the TCP connections a server accepts.
+type countingListener struct {
+	net.Listener
+	s *Server
+}
+
+func (l *countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.s.mu.Lock()
+		l.s.tcpConns++
+		l.s.mu.Unlock()
+	}
+	return c, err
+}
+
+// TCPConns is the number of TCP connections accepted so far.
+func (s *Server) TCPConns() int { s.mu.Lock(); defer s.mu.Unlock(); return s.tcpConns }
 
 // Start listens on 127.0.0.1 (a random port) and stops when t ends.
 func Start(t testing.TB, zone ...string) *Server {
@@ -50,7 +70,7 @@ func New(addr string, zone ...string) (*Server, error) {
 	}
 	s.Addr = pc.LocalAddr().String()
 	s.udp = &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(s.handleUDP)}
-	s.tcp = &dns.Server{Listener: ln, Handler: dns.HandlerFunc(s.handleTCP)}
+	s.tcp = &dns.Server{Listener: &countingListener{ln, s}, Handler: dns.HandlerFunc(s.handleTCP)}
 	started := make(chan struct{}, 2)
 	s.udp.NotifyStartedFunc = func() { started <- struct{}{} }
 	s.tcp.NotifyStartedFunc = func() { started <- struct{}{} }
