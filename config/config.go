@@ -10,6 +10,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -188,6 +189,30 @@ func Load(path string) (*Config, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
+	}
+	return Parse(path, data)
+}
+
+// LoadSettled reads path as a reload must: twice, settle apart, and only
+// when both reads agree and the file ends with a newline. A file caught
+// half-written (an editor writing in place) can be valid YAML whose missing
+// part silently reverts to the defaults; write a new file beside it and
+// rename it into place instead.
+func LoadSettled(path string, settle time.Duration) (*Config, error) {
+	first, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	time.Sleep(settle)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(first, data) {
+		return nil, fmt.Errorf("%s: changed while being read; write the new file beside it and rename it into place", path)
+	}
+	if len(data) > 0 && data[len(data)-1] != '\n' {
+		return nil, fmt.Errorf("%s: does not end with a newline: cut short while being written? write the new file beside it and rename it into place", path)
 	}
 	return Parse(path, data)
 }

@@ -3,8 +3,10 @@ package config
 import (
 	"flag"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestExampleConfigIsTheDefaults(t *testing.T) {
@@ -99,5 +101,48 @@ func TestParseAction(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("%q: got %+v, %v", tc.in, got, err)
 		}
+	}
+}
+
+func TestLoadSettledRefusesHalfWrittenFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "senderguard.yaml")
+	whole := "dry_run: true\nreject_at: mail\n"
+	cases := []struct {
+		name    string
+		content string
+		during  string // written while LoadSettled waits; "" leaves the file alone
+		wantErr string
+	}{
+		{"whole", whole, "", ""},
+		{"cut short", whole[:len(whole)-6], "", "does not end with a newline"},
+		{"being written", "dry_run: true\n", whole, "changed while being read"},
+		{"empty", "", "", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := os.WriteFile(path, []byte(tc.content), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if tc.during != "" {
+				go func() {
+					time.Sleep(50 * time.Millisecond)
+					os.WriteFile(path, []byte(tc.during), 0o644)
+				}()
+			}
+			c, err := LoadSettled(path, 200*time.Millisecond)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if tc.content == whole && (!c.DryRun || c.RejectAt != "mail") {
+					t.Errorf("loaded %+v", c)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("got %v, want an error containing %q", err, tc.wantErr)
+			}
+		})
 	}
 }

@@ -1,11 +1,15 @@
 package filter_test
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
 	"runtime"
 	"strings"
 	"sync"
@@ -352,5 +356,94 @@ func TestMalformedConnectsUnderLoad(t *testing.T) {
 		if sender != args {
 			t.Errorf("message of %s carries the arguments of %s: %s", sender, args, l)
 		}
+	}
+}
+
+// TestHelperLowDescriptorServer is not a test: it is the server process of
+// TestOutOfDescriptorsRealProcess, run with 40 file descriptors.
+func TestHelperLowDescriptorServer(t *testing.T) {
+	if os.Getenv("SENDERGUARD_LOW_FD_CHILD") == "" {
+		t.Skip("helper process of TestOutOfDescriptorsRealProcess")
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, log := serve(t, ln, filter.ServerOptions{})
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &syscall.Rlimit{Cur: 40, Max: 40}); err != nil {
+		t.Fatal(err)
+	}
+	fmt.Println("listening", ln.Addr())
+	io.Copy(io.Discard, os.Stdin) // until the parent is done
+	fmt.Println("log:", log.String())
+}
+
+// TestOutOfDescriptorsRealProcess: a server out of file descriptors keeps
+// running and serves again once descriptors are free.
+func TestOutOfDescriptorsRealProcess(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestHelperLowDescriptorServer$", "-test.v")
+	cmd.Env = append(os.Environ(), "SENDERGUARD_LOW_FD_CHILD=1")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	out := bufio.NewReader(stdout)
+	var addr string
+	for addr == "" {
+		line, err := out.ReadString('\n')
+		if err != nil {
+			t.Fatalf("helper: %v", err)
+		}
+		addr, _ = strings.CutPrefix(strings.TrimSpace(line), "listening ")
+		if addr == strings.TrimSpace(line) {
+			addr = ""
+		}
+	}
+	var rest strings.Builder
+	copied := make(chan struct{})
+	go func() { io.Copy(&rest, out); close(copied) }()
+	// More connections than the process has descriptors.
+	var conns []net.Conn
+	for range 60 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(time.Second)
+	for _, c := range conns {
+		c.Close()
+	}
+	served := false
+	waitFor(t, func() bool {
+		if served {
+			return true
+		}
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			return false
+		}
+		defer c.Close()
+		r := &rawMilter{t: t, c: c}
+		served = r.tryNegotiate() && r.tryConversation()
+		return served
+	}, "no session served after descriptors were freed")
+	stdin.Close()
+	err = cmd.Wait()
+	<-copied
+	if err != nil {
+		t.Fatalf("server process ended with %v:\n%s", err, rest.String())
+	}
+	if !strings.Contains(rest.String(), "milter accept failed; retrying") || !strings.Contains(rest.String(), "too many open files") {
+		t.Errorf("EMFILE not seen or not logged:\n%s", rest.String())
 	}
 }

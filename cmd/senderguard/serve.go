@@ -25,11 +25,17 @@ import (
 )
 
 // loadConfig reads path (or the embedded defaults) and applies the flags.
-func loadConfig(path string, ov *config.Overrides) (*config.Config, error) {
+// A reload (settle > 0) reads the file as config.LoadSettled does.
+func loadConfig(path string, ov *config.Overrides, settle time.Duration) (*config.Config, error) {
 	cfg := config.Default()
 	if path != "" {
 		var err error
-		if cfg, err = config.Load(path); err != nil {
+		if settle > 0 {
+			cfg, err = config.LoadSettled(path, settle)
+		} else {
+			cfg, err = config.Load(path)
+		}
+		if err != nil {
 			return nil, err
 		}
 	}
@@ -63,7 +69,7 @@ func configFlags(name string, args []string) (cfg *config.Config, path string, o
 	if err := fs.Parse(args); err != nil {
 		return nil, "", nil, 2
 	}
-	cfg, err := loadConfig(*p, ov)
+	cfg, err := loadConfig(*p, ov, 0)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "senderguard: invalid configuration:", err)
 		return nil, "", nil, 1
@@ -173,10 +179,13 @@ func runServe(args []string) int {
 	}
 }
 
+// reloadSettle is how long a reload waits to see the file unchanged.
+const reloadSettle = 200 * time.Millisecond
+
 // reload swaps in a new configuration, or keeps the old one when the new
 // one is broken.
 func reload(f *filter.Filter, path string, ov *config.Overrides, level *slog.LevelVar, m *metrics.Metrics, logger *slog.Logger) {
-	cfg, err := loadConfig(path, ov)
+	cfg, err := loadConfig(path, ov, reloadSettle)
 	if err != nil {
 		m.ConfigReloads.WithLabelValues("failure").Inc()
 		logger.Error("reload failed; keeping the running configuration", "err", err)
