@@ -231,6 +231,21 @@ func TestReloads(t *testing.T) {
 		}
 		c.quit()
 	})
+	t.Run("half-written config is refused", func(t *testing.T) {
+		// An editor writing in place, caught mid-write: valid YAML, but
+		// the policy after the cut would silently revert to defaults.
+		h.reload(t, baseConfig+"dry_run: true\nreject_at: ma", false)
+		if !strings.Contains(h.log(), "does not end with a newline") {
+			t.Errorf("reload error does not say why:\n%s", tail(h.log(), 3))
+		}
+		c := dial(t, h.postfix.addr, "127.0.0.18")
+		c.expect(250, "EHLO client.test")
+		c.expect(250, "MAIL FROM:<judy@fail.test>")
+		if r := c.cmd("RCPT TO:<u@example.test>"); r.Code != 550 {
+			t.Fatalf("old policy not in force: %v", r)
+		}
+		c.quit()
+	})
 	t.Run("dry run delivers and marks", func(t *testing.T) {
 		h.reload(t, baseConfig+"dry_run: true\n", true)
 		defer h.reload(t, baseConfig, true)

@@ -1,6 +1,7 @@
 package filter_test
 
 import (
+	"bufio"
 	"encoding/binary"
 	"io"
 	"net"
@@ -107,4 +108,25 @@ func (r *rawMilter) tryExpect(code byte) bool {
 		return false
 	}
 	return hdr[4] == code
+}
+
+// drain reads packets until accept ('a') or an error and returns their
+// codes.
+func (r *rawMilter) drain() string {
+	br := bufio.NewReader(r.c)
+	var codes []byte
+	for {
+		r.c.SetReadDeadline(time.Now().Add(30 * time.Second))
+		var hdr [5]byte
+		if _, err := io.ReadFull(br, hdr[:]); err != nil {
+			return string(codes)
+		}
+		if _, err := br.Discard(int(binary.BigEndian.Uint32(hdr[:4])) - 1); err != nil {
+			return string(codes)
+		}
+		codes = append(codes, hdr[4])
+		if hdr[4] == 'a' {
+			return string(codes)
+		}
+	}
 }

@@ -41,10 +41,12 @@ type ServerOptions struct {
 }
 
 // wantProtocol is what we ask the MTA to leave out, where it can: the
-// body, unknown commands and DATA, and the replies to stages where we
-// always continue (protocol 6), which saves a round trip per header.
-const wantProtocol = milter.OptNoBody | milter.OptNoUnknown | milter.OptNoData |
-	milter.OptNoConnReply | milter.OptNoHeloReply | milter.OptNoHeaderReply | milter.OptNoEOHReply
+// body and unknown commands. Not DATA, nor (protocol 6's SMFIP_NR_*) the
+// replies to stages where we always continue: Postfix still writes the
+// DATA stage's macros, and without a reply our side delays its ACK (40 ms)
+// while Nagle's algorithm on Postfix's side holds the next packet for it.
+// Measured: an SMTP session through Postfix took 48 ms instead of 7.
+const wantProtocol = milter.OptNoBody | milter.OptNoUnknown
 
 // wantActions: we insert our headers and delete forged ones.
 const wantActions = milter.OptAddHeader | milter.OptChangeHeader

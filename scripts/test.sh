@@ -9,5 +9,7 @@ go vet ./...
 go vet -tags e2e ./e2e
 echo "== unit and integration tests (race detector; includes the RFC 7208 conformance suite when ../shared/spf-suite exists)"
 go test -race -count=1 ./...
+echo "== memory bounds, measured without the race detector"
+go test -count=1 -run 'TestHeaderFloodMemoryIsBounded' -v ./filter
 echo "== end-to-end: real Postfix and Sendmail"
 go test -tags e2e -count=1 -v ./e2e
