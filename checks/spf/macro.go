@@ -26,6 +26,10 @@ type macroPart struct {
 type macroString struct {
 	parts []macroPart
 	raw   string
+	// endsInExpand: the last token is a macro-expand, which RFC 7208 §7.1
+	// defines as "%{...}" or one of the escapes "%%", "%_", "%-": a
+	// domain-spec may end in any of them (domain-end).
+	endsInExpand bool
 }
 
 // parseMacroString parses macro-string (RFC 7208 §7.1) allowing the given
@@ -47,8 +51,10 @@ func parseMacroString(s, letters string) (*macroString, error) {
 				return nil, syntaxErr("character %q in %q", c, s)
 			}
 			lit.WriteByte(c)
+			ms.endsInExpand = false
 			continue
 		}
+		ms.endsInExpand = true
 		if i+1 >= len(s) {
 			return nil, syntaxErr("%q ends in a lone %%", s)
 		}

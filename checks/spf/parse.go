@@ -230,13 +230,14 @@ func parseNetwork(kind, s string) (netip.Prefix, error) {
 }
 
 // parseDomainSpec parses domain-spec = macro-string domain-end
-// (RFC 7208 §7.1): it must end in a macro or in "." toplabel ["."].
+// (RFC 7208 §7.1): it must end in a macro-expand ("%{...}", "%%", "%_" or
+// "%-") or in "." toplabel ["."].
 func parseDomainSpec(s string) (*macroString, error) {
 	ms, err := parseMacroString(s, macroLettersDomain)
 	if err != nil {
 		return nil, err
 	}
-	if n := len(ms.parts); n > 0 && ms.parts[n-1].letter != 0 {
+	if ms.endsInExpand {
 		return ms, nil
 	}
 	tail := ""

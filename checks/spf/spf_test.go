@@ -160,3 +160,33 @@ func BenchmarkWarmCache(b *testing.B) {
 		c.CheckMailFrom(ctx, ip, "h", "u@example.com")
 	}
 }
+
+// TestDomainSpecEndingInAnEscape: RFC 7208 §7.1 lets a domain-spec end in
+// "%%", "%_" or "%-"; the expanded names do not exist, so the records
+// fail (they were permerror).
+func TestDomainSpecEndingInAnEscape(t *testing.T) {
+	srv := testdns.Start(t,
+		`a1.example. 300 IN TXT "v=spf1 exists:%{i}._spf.a1.example%_ -all"`,
+		`a1b.example. 300 IN TXT "v=spf1 a:mail.a1b.example%% -all"`,
+		`a1c.example. 300 IN TXT "v=spf1 mx:mail.a1c.example%- -all"`,
+		`a1d.example. 300 IN TXT "v=spf1 include:inc.a1d.example%_ -all"`,
+		`inc.a1d.example. 300 IN TXT "v=spf1 +all"`,
+	)
+	c := newChecker(t, &resolver.Stub{Servers: []string{srv.Addr}, Timeout: time.Second, Attempts: 1})
+	cases := []struct {
+		sender string
+		want   spf.Status
+	}{
+		{"john@a1.example", spf.Fail},
+		{"john@a1b.example", spf.Fail},
+		{"john@a1c.example", spf.Fail},
+		// include of a name that does not exist: no record there (§5.2).
+		{"john@a1d.example", spf.PermError},
+	}
+	for _, tc := range cases {
+		r := c.CheckMailFrom(context.Background(), netip.MustParseAddr("192.0.2.1"), "h.example", tc.sender)
+		if r.Status != tc.want {
+			t.Errorf("%s: %s (%v), want %s", tc.sender, r.Status, r.Problem, tc.want)
+		}
+	}
+}
