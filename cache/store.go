@@ -27,6 +27,8 @@ type Store interface {
 	Get(ctx context.Context, key string) (Entry, time.Duration, bool, error)
 	// Set stores e for ttl.
 	Set(ctx context.Context, key string, e Entry, ttl time.Duration) error
+	// Delete removes keys and reports how many were there.
+	Delete(ctx context.Context, keys ...string) (int, error)
 }
 
 // Memory is a bounded in-process Store. It keeps a 128-bit hash of each
@@ -103,6 +105,16 @@ func (m *Memory) Set(_ context.Context, key string, e Entry, ttl time.Duration) 
 	}
 	m.c.Add(m.key(key), me, ttl)
 	return nil
+}
+
+func (m *Memory) Delete(_ context.Context, keys ...string) (int, error) {
+	n := 0
+	for _, k := range keys {
+		if m.c.Remove(m.key(k)) {
+			n++
+		}
+	}
+	return n, nil
 }
 
 // kind interns an entry kind; there are only a handful.

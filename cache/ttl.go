@@ -27,6 +27,7 @@ const (
 	EvictEntries = "entries" // the entry bound was reached
 	EvictBytes   = "bytes"   // the byte bound was reached
 	EvictExpired = "expired" // an expired entry was found and dropped
+	EvictRemoved = "removed" // an operator removed it (cache forget)
 )
 
 // Hooks are optional callbacks for metrics; nil fields are skipped.
@@ -147,6 +148,20 @@ func (c *TTL[K, V]) Add(k K, v V, ttl time.Duration) {
 		}
 		c.reason = EvictEntries
 	}
+}
+
+// Remove drops k; it reports whether a live entry was there.
+func (c *TTL[K, V]) Remove(k K) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.lru.Peek(k)
+	if !ok {
+		return false
+	}
+	c.reason = EvictRemoved
+	c.lru.Remove(k)
+	c.reason = EvictEntries
+	return e.expires > c.clock.Now().UnixNano()
 }
 
 // Len is the number of entries held, live or expired.

@@ -1,0 +1,246 @@
+package cache_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/senderguard/senderguard/cache"
+	"github.com/senderguard/senderguard/internal/testredis"
+)
+
+func newRedis(t *testing.T, url string) *cache.Redis {
+	t.Helper()
+	r, err := cache.NewRedis(cache.RedisOptions{URL: url, KeyPrefix: "sgtest:", Timeout: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(r.Close)
+	return r
+}
+
+// TestStoreContract runs the same checks on every Store.
+func TestStoreContract(t *testing.T) {
+	srv := testredis.Start(t)
+	stores := map[string]func(t *testing.T) cache.Store{
+		"memory": func(t *testing.T) cache.Store { m, _ := cache.NewMemory(100, nil, cache.Hooks{}); return m },
+		"redis":  func(t *testing.T) cache.Store { return newRedis(t, srv.URL()) },
+		"shared": func(t *testing.T) cache.Store {
+			m, _ := cache.NewMemory(100, nil, cache.Hooks{})
+			s := cache.NewShared(func() (*cache.Redis, error) { return newRedis(t, srv.URL()), nil }, m, cache.SharedHooks{}, nil)
+			t.Cleanup(s.Close)
+			return s
+		},
+	}
+	for name, mk := range stores {
+		t.Run(name, func(t *testing.T) {
+			s := mk(t)
+			ctx := context.Background()
+			key := "a:contract-" + name + "@example.test"
+			e := cache.Entry{Kind: "not-exists", Code: 550, Enhanced: "5.1.1", Stored: 1700000000}
+			if _, _, ok, err := s.Get(ctx, key); ok || err != nil {
+				t.Fatalf("before Set: ok=%v err=%v", ok, err)
+			}
+			if err := s.Set(ctx, key, e, 300*time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+			got, left, ok, err := s.Get(ctx, key)
+			if err != nil || !ok || got != e || left <= 0 || left > 300*time.Millisecond {
+				t.Fatalf("after Set: %+v left=%v ok=%v err=%v", got, left, ok, err)
+			}
+			time.Sleep(450 * time.Millisecond)
+			if _, _, ok, _ := s.Get(ctx, key); ok {
+				t.Fatal("entry outlived its TTL")
+			}
+			s.Set(ctx, key, e, time.Hour)
+			if n, err := s.Delete(ctx, key, key+".absent"); n != 1 || err != nil {
+				t.Fatalf("Delete: %d %v, want 1", n, err)
+			}
+			if _, _, ok, _ := s.Get(ctx, key); ok {
+				t.Fatal("entry outlived Delete")
+			}
+		})
+	}
+}
+
+func TestRedisInvalidationReachesAnotherReplica(t *testing.T) {
+	srv := testredis.Start(t)
+	a, b := newRedis(t, srv.URL()), newRedis(t, srv.URL())
+	ctx := context.Background()
+	if _, _, ok, _ := a.Get(ctx, "a:x@inv.test"); ok { // a now holds a cached miss
+		t.Fatal("hit before any write")
+	}
+	b.Set(ctx, "a:x@inv.test", cache.Entry{Kind: "exists", Code: 250}, time.Hour)
+	deadline := time.Now().Add(time.Second)
+	for {
+		if e, _, ok, _ := a.Get(ctx, "a:x@inv.test"); ok && e.Kind == "exists" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("a fact written by one replica not seen by the other within 1s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestSharedTreatsForeignValuesAsMisses(t *testing.T) {
+	srv := testredis.Start(t)
+	raw, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}, DisableCache: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	kinds := map[string]int{}
+	var mu sync.Mutex
+	m, _ := cache.NewMemory(100, nil, cache.Hooks{})
+	s := cache.NewShared(func() (*cache.Redis, error) { return newRedis(t, srv.URL()), nil }, m,
+		cache.SharedHooks{Error: func(k string) { mu.Lock(); kinds[k]++; mu.Unlock() }}, nil)
+	defer s.Close()
+	ctx := context.Background()
+	for i, v := range []string{"garbage", "1|exists|250|2.1.5", "1|EXISTS|250||0", "2|exists|250||0", "1|exists|99999||0", string(make([]byte, 4096))} {
+		key := fmt.Sprintf("a:bad%d@x.test", i)
+		raw.Do(ctx, raw.B().Set().Key("sgtest:{"+key+"}").Value(v).Build())
+		if _, _, ok, err := s.Get(ctx, key); ok || err != nil {
+			t.Errorf("value %.20q: ok=%v err=%v, want a plain miss", v, ok, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if kinds["bad_value"] != 6 || !s.Up() {
+		t.Errorf("errors %v, up=%v; want 6 bad_value and still up", kinds, s.Up())
+	}
+}
+
+func TestRedisLeaseExpiresWhenItsHolderDies(t *testing.T) {
+	srv := testredis.Start(t)
+	a, b := newRedis(t, srv.URL()), newRedis(t, srv.URL())
+	ctx := context.Background()
+	if _, ok, err := a.Lease(ctx, "a:l@x.test", 300*time.Millisecond); !ok || err != nil {
+		t.Fatalf("first lease: %v %v", ok, err)
+	}
+	if _, ok, _ := b.Lease(ctx, "a:l@x.test", time.Second); ok {
+		t.Fatal("second replica got a held lease")
+	}
+	// a "dies" without releasing: b gets it once it expires.
+	time.Sleep(400 * time.Millisecond)
+	release, ok, err := b.Lease(ctx, "a:l@x.test", time.Second)
+	if !ok || err != nil {
+		t.Fatalf("lease after expiry: %v %v", ok, err)
+	}
+	release()
+	if _, ok, _ := a.Lease(ctx, "a:l@x.test", time.Second); !ok {
+		t.Fatal("released lease not free")
+	}
+}
+
+func TestRedisFleetLimits(t *testing.T) {
+	srv := testredis.Start(t)
+	a, b := newRedis(t, srv.URL()), newRedis(t, srv.URL())
+	ctx := context.Background()
+	relA, refused, err := a.Acquire(ctx, "d:lim.test", 1, 3, time.Minute)
+	if err != nil || refused != "" {
+		t.Fatalf("first: %q %v", refused, err)
+	}
+	if _, refused, _ := b.Acquire(ctx, "d:lim.test", 1, 3, time.Minute); refused != "concurrency" {
+		t.Fatalf("second replica, slot held: %q, want concurrency", refused)
+	}
+	relA()
+	relB, refused, _ := b.Acquire(ctx, "d:lim.test", 1, 3, time.Minute)
+	if refused != "" {
+		t.Fatalf("after release: %q", refused)
+	}
+	relB()
+	if _, refused, _ := a.Acquire(ctx, "d:lim.test", 1, 3, time.Minute); refused != "" {
+		t.Fatalf("third of 3 a minute: %q", refused)
+	}
+	if _, refused, _ := b.Acquire(ctx, "d:lim.test", 0, 3, time.Minute); refused != "rate" {
+		t.Fatalf("fourth of 3 a minute: %q, want rate", refused)
+	}
+	// A dead replica's slot frees itself after hold.
+	if _, refused, _ := a.Acquire(ctx, "d:hold.test", 1, 100, 200*time.Millisecond); refused != "" {
+		t.Fatal(refused)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if _, refused, _ := b.Acquire(ctx, "d:hold.test", 1, 100, time.Minute); refused != "" {
+		t.Fatalf("slot of a dead holder: %q", refused)
+	}
+}
+
+// TestSharedRidesOutARedisOutage: Redis killed and restarted; nothing
+// fails for the caller, it falls back and resumes sharing by itself.
+func TestSharedRidesOutARedisOutage(t *testing.T) {
+	srv := testredis.Start(t)
+	var mu sync.Mutex
+	var ups []bool
+	m, _ := cache.NewMemory(100, nil, cache.Hooks{})
+	s := cache.NewShared(func() (*cache.Redis, error) { return newRedis(t, srv.URL()), nil }, m,
+		cache.SharedHooks{Up: func(up bool) { mu.Lock(); ups = append(ups, up); mu.Unlock() }}, nil)
+	defer s.Close()
+	ctx := context.Background()
+	s.Set(ctx, "a:before@x.test", cache.Entry{Kind: "exists"}, time.Hour)
+	srv.Stop()
+	for i := range 20 {
+		start := time.Now()
+		if err := s.Set(ctx, fmt.Sprintf("a:during%d@x.test", i), cache.Entry{Kind: "exists"}, time.Hour); err != nil {
+			t.Fatalf("Set during the outage: %v", err)
+		}
+		if _, _, ok, err := s.Get(ctx, "a:before@x.test"); !ok || err != nil {
+			t.Fatalf("Get during the outage: ok=%v err=%v (the local copy must answer)", ok, err)
+		}
+		if d := time.Since(start); d > 500*time.Millisecond {
+			t.Fatalf("a call took %v during the outage", d)
+		}
+	}
+	if s.Up() {
+		t.Fatal("still up with Redis dead")
+	}
+	srv.Restart()
+	deadline := time.Now().Add(3 * time.Second)
+	for !s.Up() {
+		if time.Now().After(deadline) {
+			t.Fatal("sharing did not resume within 3s of Redis coming back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	s.Set(ctx, "a:after@x.test", cache.Entry{Kind: "exists"}, time.Hour)
+	if !s.Up() {
+		t.Fatalf("down again after a write following recovery; transitions %v", ups)
+	}
+	other := newRedis(t, srv.URL())
+	if _, _, ok, err := other.Get(ctx, "a:after@x.test"); !ok || err != nil {
+		t.Fatalf("write after recovery not shared: %v %v", ok, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(ups) != "[true false true]" {
+		t.Errorf("health transitions %v, want [true false true]", ups)
+	}
+}
+
+func TestSharedStartsWithRedisDown(t *testing.T) {
+	srv := testredis.Start(t)
+	srv.Stop()
+	m, _ := cache.NewMemory(100, nil, cache.Hooks{})
+	s := cache.NewShared(func() (*cache.Redis, error) {
+		return cache.NewRedis(cache.RedisOptions{URL: srv.URL(), Timeout: 100 * time.Millisecond})
+	}, m, cache.SharedHooks{}, nil)
+	defer s.Close()
+	if s.Up() {
+		t.Fatal("up without Redis")
+	}
+	if err := s.Set(context.Background(), "a:x@y.test", cache.Entry{Kind: "exists"}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	srv.Restart()
+	deadline := time.Now().Add(3 * time.Second)
+	for !s.Up() {
+		if time.Now().After(deadline) {
+			t.Fatal("did not connect once Redis started")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
