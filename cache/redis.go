@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -59,6 +60,10 @@ const recentFor = 2 * time.Second
 func NewRedis(o RedisOptions) (*Redis, error) {
 	opt, err := rueidis.ParseURL(o.URL)
 	if err != nil {
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err // without the URL, which may hold a password
+		}
 		return nil, fmt.Errorf("redis url: %w", err)
 	}
 	if o.Username != "" {
@@ -95,7 +100,7 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	// context (rueidis retries only reads, within that bound).
 	c, err := rueidis.NewClient(opt)
 	if err != nil {
-		return nil, fmt.Errorf("redis %s: %w", redactURL(o.URL), err)
+		return nil, fmt.Errorf("redis: %w", err)
 	}
 	b := make([]byte, 8)
 	rand.Read(b)
@@ -124,16 +129,6 @@ func tlsFiles(cfg *tls.Config, o RedisOptions) error {
 		cfg.Certificates = []tls.Certificate{cert}
 	}
 	return nil
-}
-
-// redactURL drops a password from a URL for messages.
-func redactURL(u string) string {
-	if i := strings.Index(u, "://"); i >= 0 {
-		if j := strings.IndexByte(u[i+3:], '@'); j >= 0 {
-			return u[:i+3] + "REDACTED@" + u[i+3+j+1:]
-		}
-	}
-	return u
 }
 
 // Close ends the connections.

@@ -40,6 +40,41 @@ type Config struct {
 	SPF                  SPF      `yaml:"spf"`
 	Callout              Callout  `yaml:"callout"`
 	Actions              Actions  `yaml:"actions"`
+	Redis                Redis    `yaml:"redis"`
+	// AdminListen serves "senderguard cache show|forget" for a running
+	// instance without Redis; loopback only; empty disables.
+	AdminListen string `yaml:"admin_listen"`
+}
+
+// Redis is the store a fleet of replicas shares; an empty URL keeps
+// everything in memory.
+type Redis struct {
+	URL            SecretURL `yaml:"url"`
+	KeyPrefix      string    `yaml:"key_prefix"`
+	Timeout        Duration  `yaml:"timeout"`
+	NearCacheBytes int       `yaml:"near_cache_bytes"`
+	Username       string    `yaml:"username"`
+	// PasswordFile holds the password (else $SENDERGUARD_REDIS_PASSWORD,
+	// else the URL's); never printed.
+	PasswordFile string `yaml:"password_file"`
+	TLSCAFile    string `yaml:"tls_ca_file"`
+	TLSCertFile  string `yaml:"tls_cert_file"`
+	TLSKeyFile   string `yaml:"tls_key_file"`
+}
+
+// SecretURL is a URL that may carry a password: printed without it.
+type SecretURL string
+
+func (u SecretURL) MarshalYAML() (any, error) { return RedactURL(string(u)), nil }
+
+// RedactURL replaces a URL's user information with REDACTED.
+func RedactURL(u string) string {
+	if i := strings.Index(u, "://"); i >= 0 {
+		if j := strings.IndexByte(u[i+3:], '@'); j >= 0 && !strings.ContainsAny(u[i+3:i+3+j], "/?") {
+			return u[:i+3] + "REDACTED@" + u[i+3+j+1:]
+		}
+	}
+	return u
 }
 
 type Log struct {
@@ -96,6 +131,7 @@ type Callout struct {
 	PerDomainRatePerMinute int      `yaml:"per_domain_rate_per_minute"`
 	PerHostConcurrency     int      `yaml:"per_host_concurrency"`
 	PerHostRatePerMinute   int      `yaml:"per_host_rate_per_minute"`
+	GlobalRatePerMinute    int      `yaml:"global_rate_per_minute"`
 	BannerPatience         Duration `yaml:"banner_patience"`
 }
 
@@ -162,8 +198,10 @@ func Default() *Config {
 			TTLUnknown: Duration(300e9), RefreshAfter: Duration(7 * 24 * 3600e9),
 			BreakerTTL: Duration(3600e9), GreylistRetry: Duration(300e9),
 			GlobalConcurrency: 50, PerDomainConcurrency: 2, PerDomainRatePerMinute: 20,
-			PerHostConcurrency: 4, PerHostRatePerMinute: 60,
+			PerHostConcurrency: 4, PerHostRatePerMinute: 60, GlobalRatePerMinute: 1200,
 		},
+		Redis:       Redis{KeyPrefix: "senderguard:", Timeout: Duration(50e6), NearCacheBytes: 16 << 20},
+		AdminListen: "127.0.0.1:9897",
 		Actions: Actions{
 			SPFMailFrom: SPFActions{Pass: accept, Fail: mustAction("reject 550 5.7.23"), Softfail: accept,
 				Neutral: accept, None: accept, TempError: mustAction("tempfail 451 4.7.24"), PermError: accept},

@@ -164,6 +164,17 @@ func flagDefs() []flagDef {
 		{name: "callout-per-host-concurrency", usage: "probes at once per mail host address (default 4)", set: integer(func(c *Config) *int { return &c.Callout.PerHostConcurrency })},
 		{name: "callout-per-host-rate", usage: "probes per minute per mail host address (default 60)", set: integer(func(c *Config) *int { return &c.Callout.PerHostRatePerMinute })},
 		{name: "callout-banner-patience", usage: "wait for a banner before a host counts as a tarpit (default 5s)", set: duration(func(c *Config) *Duration { return &c.Callout.BannerPatience })},
+		{name: "callout-global-rate", usage: "probes per minute in all, fleet-wide with -redis (default 1200)", set: integer(func(c *Config) *int { return &c.Callout.GlobalRatePerMinute })},
+		{name: "redis", usage: "redis://[USER:PASS@]HOST:PORT[?addr=HOST:PORT...][&master_set=NAME], rediss://..., unix://PATH: share callout knowledge and limits with other replicas; empty: in memory only (default)", set: func(c *Config, v string) error { c.Redis.URL = SecretURL(v); return nil }},
+		{name: "redis-key-prefix", usage: "prefix of every Redis key, so fleets can share one Redis (default senderguard:)", set: str(func(c *Config) *string { return &c.Redis.KeyPrefix })},
+		{name: "redis-timeout", usage: "deadline of each Redis operation (default 50ms)", set: duration(func(c *Config) *Duration { return &c.Redis.Timeout })},
+		{name: "redis-near-cache-bytes", usage: "bytes of the local copy of Redis reads (default 16777216)", set: integer(func(c *Config) *int { return &c.Redis.NearCacheBytes })},
+		{name: "redis-username", usage: "Redis ACL user", set: str(func(c *Config) *string { return &c.Redis.Username })},
+		{name: "redis-password-file", usage: "file holding the Redis password (else $SENDERGUARD_REDIS_PASSWORD)", set: str(func(c *Config) *string { return &c.Redis.PasswordFile })},
+		{name: "redis-tls-ca-file", usage: "CA bundle for rediss://", set: str(func(c *Config) *string { return &c.Redis.TLSCAFile })},
+		{name: "redis-tls-cert-file", usage: "client certificate for rediss://", set: str(func(c *Config) *string { return &c.Redis.TLSCertFile })},
+		{name: "redis-tls-key-file", usage: "client key for rediss://", set: str(func(c *Config) *string { return &c.Redis.TLSKeyFile })},
+		{name: "admin", usage: "loopback HOST:PORT for cache show/forget of a running instance; empty disables (default 127.0.0.1:9897)", set: str(func(c *Config) *string { return &c.AdminListen })},
 		{name: "callout-per-domain-rate", usage: "probes per minute per domain (default 20)", set: integer(func(c *Config) *int { return &c.Callout.PerDomainRatePerMinute })},
 	}
 	for _, id := range []string{"mailfrom", "helo"} {

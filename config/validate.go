@@ -3,6 +3,10 @@ package config
 import (
 	"encoding"
 	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"os"
 	"strings"
 	"time"
 
@@ -112,9 +116,57 @@ func (c *Config) Validate() error {
 	if co.TTLExists <= 0 || co.TTLNotExists <= 0 || co.TTLUnknown <= 0 {
 		return fieldErr("callout", "cache TTLs must be positive")
 	}
+	if co.GlobalRatePerMinute < 1 {
+		return fieldErr("callout.global_rate_per_minute", "must be positive")
+	}
+	if err := c.Redis.validate(); err != nil {
+		return err
+	}
+	if c.AdminListen != "" {
+		host, _, err := net.SplitHostPort(c.AdminListen)
+		ip, perr := netip.ParseAddr(host)
+		if err != nil || (host != "localhost" && (perr != nil || !ip.IsLoopback())) {
+			return fieldErr("admin_listen", "%q: want a loopback HOST:PORT (it can remove cache entries), or empty", c.AdminListen)
+		}
+	}
 	for _, r := range c.AlwaysAcceptRecipients {
 		if strings.ContainsAny(r, " \t\r\n") || r == "" {
 			return fieldErr("always_accept_recipients", "%q is not a local part or address", r)
+		}
+	}
+	return nil
+}
+
+func (r Redis) validate() error {
+	if r.URL == "" {
+		return nil
+	}
+	u, err := url.Parse(string(r.URL))
+	if err != nil {
+		return fieldErr("redis.url", "%s", strings.ReplaceAll(err.Error(), string(r.URL), RedactURL(string(r.URL))))
+	}
+	switch u.Scheme {
+	case "redis", "rediss", "unix":
+	default:
+		return fieldErr("redis.url", "scheme %q: want redis://, rediss:// or unix://", u.Scheme)
+	}
+	if (r.TLSCAFile != "" || r.TLSCertFile != "") && u.Scheme != "rediss" {
+		return fieldErr("redis.url", "TLS files given but the URL is not rediss://")
+	}
+	if (r.TLSCertFile == "") != (r.TLSKeyFile == "") {
+		return fieldErr("redis.tls_cert_file", "a client certificate needs its key and the key its certificate")
+	}
+	if r.Timeout <= 0 || r.Timeout.D() > 2*time.Second {
+		return fieldErr("redis.timeout", "must be positive and at most 2s, well inside the stage budget")
+	}
+	if r.NearCacheBytes < 1<<20 {
+		return fieldErr("redis.near_cache_bytes", "must be at least 1048576")
+	}
+	for _, f := range []string{r.PasswordFile, r.TLSCAFile, r.TLSCertFile, r.TLSKeyFile} {
+		if f != "" {
+			if _, err := os.Stat(f); err != nil {
+				return fieldErr("redis", "%v", err)
+			}
 		}
 	}
 	return nil

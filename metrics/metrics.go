@@ -27,6 +27,9 @@ type Metrics struct {
 	ProbeDuration  prometheus.Histogram
 	ProbesSkipped  *prometheus.CounterVec // reason
 	BreakerTrips   prometheus.Counter
+	FleetWaits     *prometheus.CounterVec // result
+	StoreUp        prometheus.Gauge
+	StoreErrors    *prometheus.CounterVec // kind
 	BuildInfo      *prometheus.GaugeVec
 }
 
@@ -69,12 +72,18 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "Probes not made because a limit or breaker applied, by reason."}, []string{"reason"}),
 		BreakerTrips: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "callout_breaker_trips_total",
 			Help: "Mail hosts or domains marked unprobeable because they refused our probes."}),
+		FleetWaits: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "callout_fleet_waits_total",
+			Help: "Lookups that waited for another replica's probe of the same address, by result (result, timeout)."}, []string{"result"}),
+		StoreUp: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "store_up",
+			Help: "1 while the shared store (Redis) is in use; 0 while this replica works alone from memory."}),
+		StoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_errors_total",
+			Help: "Shared store (Redis) errors by kind (timeout, connection, redis, bad_value)."}, []string{"kind"}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "build_info",
 			Help: "Build information; always 1."}, []string{"version", "goversion"}),
 	}
 	reg.MustRegister(m.Sessions, m.ActiveSessions, m.Messages, m.Verdicts, m.CheckResults, m.CheckDuration,
 		m.CacheRequests, m.CacheEvictions, m.DNSQueries, m.DNSDuration, m.DNSServerUp, m.MilterErrors, m.ConfigReloads,
-		m.Probes, m.ProbeDuration, m.ProbesSkipped, m.BreakerTrips, m.BuildInfo)
+		m.Probes, m.ProbeDuration, m.ProbesSkipped, m.BreakerTrips, m.FleetWaits, m.StoreUp, m.StoreErrors, m.BuildInfo)
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	return m
 }

@@ -35,7 +35,23 @@ type VerifierConfig struct {
 	// before it counts as a tarpit (0 means 5s); tarpits hold at most half
 	// the global slots, more are cut off.
 	BannerPatience time.Duration
+	// GlobalRatePerMinute bounds all probes (fleet-wide with a shared
+	// store); 0 means 1200.
+	GlobalRatePerMinute int
 }
+
+// fleet is a store that several replicas share: one probe per address
+// per fleet (leases) and fleet-wide limits. cache.Shared is one; an error
+// means "alone for now": the local limits apply.
+type fleet interface {
+	Lease(ctx context.Context, key string, ttl time.Duration) (release func(), ok bool, err error)
+	Acquire(ctx context.Context, key string, concurrency, rate int, hold time.Duration) (release func(), refused string, err error)
+}
+
+// fleetMargin is added to ProbeTimeout for leases and fleet slots, so they
+// outlive the probe that holds them and free themselves if its replica
+// dies.
+const fleetMargin = 5 * time.Second
 
 // hostFailuresToBreak is how many connection failures in a row (timeouts,
 // drops, resets: no SMTP reply) open a mail host's breaker.
@@ -46,6 +62,9 @@ type Hooks struct {
 	Probe   func(c Class, d time.Duration)
 	Skip    func(reason string)
 	Breaker func()
+	// FleetWait reports a lookup that waited for another replica's probe
+	// and whether its result arrived in time.
+	FleetWait func(found bool)
 }
 
 // Verifier is the cached, rate-limited, merged front of a Prober.
@@ -65,6 +84,10 @@ type Verifier struct {
 	tarpits chan struct{}
 	domains *keyedLimiter
 	hosts   *keyedLimiter // by mail host address
+	// globalRate is all probes' rate (one key); fleet, when the store is
+	// shared, carries leases and fleet-wide limits.
+	globalRate *keyedLimiter
+	fleet      fleet
 
 	mu      sync.Mutex
 	retries map[string]bool
@@ -91,12 +114,17 @@ func NewVerifier(p *Prober, store cache.Store, cfg VerifierConfig, hooks Hooks, 
 	if cfg.BannerPatience <= 0 {
 		cfg.BannerPatience = 5 * time.Second
 	}
+	if cfg.GlobalRatePerMinute <= 0 {
+		cfg.GlobalRatePerMinute = 1200
+	}
 	v := &Verifier{prober: p, store: store, cfg: cfg, hooks: hooks, log: log, now: time.Now,
 		global: make(chan struct{}, global), tarpits: make(chan struct{}, max(global/2, 1)),
 		retries: map[string]bool{}, bgCtx: ctx, bgCancel: cancel}
 	now := func() time.Time { return v.now() }
 	v.domains = newKeyedLimiter(cfg.PerDomainConcurrency, cfg.PerDomainRatePerMinute, now)
 	v.hosts = newKeyedLimiter(cfg.PerHostConcurrency, cfg.PerHostRatePerMinute, now)
+	v.globalRate = newKeyedLimiter(1<<30, cfg.GlobalRatePerMinute, now)
+	v.fleet, _ = store.(fleet)
 	v.queue = newRetryQueue(ctx, v.launch)
 	p.SkipHost = v.hostBroken
 	p.Gate = v.admit
@@ -185,11 +213,24 @@ func (v *Verifier) probeAndStore(ctx context.Context, a Address, key string, ref
 }
 
 func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refresh bool) *Result {
-	if reason := v.acquire(a.Domain); reason != "" {
+	if v.fleet != nil {
+		release, ok, err := v.fleet.Lease(ctx, "a:"+key, v.cfg.ProbeTimeout+fleetMargin)
+		if err == nil && !ok {
+			if refresh {
+				return &Result{Class: Unknown, Address: a.String(), Err: errors.New("another replica refreshes it")}
+			}
+			return v.awaitFleet(ctx, a, key)
+		}
+		if ok {
+			defer release()
+		}
+	}
+	release, reason := v.acquire(ctx, a.Domain)
+	if reason != "" {
 		v.skip(reason)
 		return &Result{Class: Unknown, Address: a.String(), Err: fmt.Errorf("not probed: %s limit reached", reason)}
 	}
-	defer v.release(a.Domain)
+	defer release()
 	pctx, cancel := context.WithTimeout(ctx, v.cfg.ProbeTimeout)
 	defer cancel()
 	r := v.prober.ProbeAddress(pctx, a)
@@ -271,24 +312,80 @@ func (v *Verifier) launch(j retryJob) {
 	}()
 }
 
-// acquire takes a global and a per-domain slot and one unit of the
-// domain's rate; it names the limit that refused, or returns "".
-func (v *Verifier) acquire(domain string) string {
+// acquire takes a slot of this replica's global concurrency, one unit of
+// the global rate and a per-domain slot and rate unit: fleet-wide while a
+// shared store is up, else here. It returns the release, or names the
+// limit that refused.
+func (v *Verifier) acquire(ctx context.Context, domain string) (func(), string) {
 	select {
 	case v.global <- struct{}{}:
 	default:
-		return "global_concurrency"
+		return nil, "global_concurrency"
 	}
+	freeGlobal := func() { <-v.global }
+	if v.fleet != nil {
+		if release, refused, ok := v.acquireFleet(ctx, domain); ok {
+			if refused != "" {
+				freeGlobal()
+				return nil, refused
+			}
+			return func() { release(); freeGlobal() }, ""
+		}
+	}
+	if refused := v.globalRate.acquire(""); refused != "" {
+		freeGlobal()
+		return nil, "global_" + refused
+	}
+	v.globalRate.release("")
 	if refused := v.domains.acquire(domain); refused != "" {
-		<-v.global
-		return "domain_" + refused
+		freeGlobal()
+		return nil, "domain_" + refused
 	}
-	return ""
+	return func() { v.domains.release(domain); freeGlobal() }, ""
 }
 
-func (v *Verifier) release(domain string) {
-	v.domains.release(domain)
-	<-v.global
+// acquireFleet takes the global rate and the domain's limits in the
+// shared store; ok is false when the store is not in use.
+func (v *Verifier) acquireFleet(ctx context.Context, domain string) (release func(), refused string, ok bool) {
+	if _, refused, err := v.fleet.Acquire(ctx, "global", 0, v.cfg.GlobalRatePerMinute, 0); err != nil {
+		return nil, "", false
+	} else if refused != "" {
+		return nil, "global_" + refused, true
+	}
+	release, refused, err := v.fleet.Acquire(ctx, "d:"+domain, v.cfg.PerDomainConcurrency, v.cfg.PerDomainRatePerMinute, v.cfg.ProbeTimeout+fleetMargin)
+	if err != nil {
+		return nil, "", false
+	}
+	if refused != "" {
+		return nil, "domain_" + refused, true
+	}
+	return release, "", true
+}
+
+// awaitFleet waits, within ctx and the probe timeout, for the result of
+// the probe another replica holds the lease for.
+func (v *Verifier) awaitFleet(ctx context.Context, a Address, key string) *Result {
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.ProbeTimeout+fleetMargin)
+	defer cancel()
+	t := time.NewTicker(25 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if r, ok := v.cached(ctx, a, key); ok {
+			if v.hooks.FleetWait != nil {
+				v.hooks.FleetWait(true)
+			}
+			r.Step = "fleet"
+			return r
+		}
+		select {
+		case <-ctx.Done():
+			if v.hooks.FleetWait != nil {
+				v.hooks.FleetWait(false)
+			}
+			return &Result{Class: Unknown, Address: a.String(), Err: errors.New("another replica's probe gave no result in time")}
+		case <-t.C:
+		}
+	}
 }
 
 // admission is one connection to a mail host address under the per-host

@@ -27,6 +27,8 @@ func main() {
 		code = runSPF(args)
 	case "probe":
 		code = runProbe(args)
+	case "cache":
+		code = runCache(args)
 	case "version":
 		fmt.Println("senderguard", version)
 	case "help", "-h", "-help":
@@ -47,6 +49,7 @@ commands:
   check-config   validate a config file and print the effective settings
   spf            evaluate SPF for one client IP, HELO and sender
   probe          run one callback verification probe
+  cache          show or forget what the callout cache learned (cache show|forget ADDRESS|DOMAIN)
   version        print the version
 
 Run "senderguard COMMAND -h" for a command's flags.

@@ -113,14 +113,16 @@ func runServe(args []string) int {
 		Log:     logger,
 		Metrics: m,
 	}
-	prober, stopProber, err := newVerifier(cfg, q, m, logger)
+	verifier, stopVerifier, err := newVerifier(cfg, q, m, logger)
 	if err != nil {
 		logger.Error("callout", "err", err)
 		return 1
 	}
-	defer stopProber()
-	if prober != nil {
-		deps.Callout = prober
+	defer stopVerifier()
+	var admin *http.Server
+	if verifier != nil {
+		deps.Callout = verifier
+		admin = startAdmin(cfg.AdminListen, verifier.Store(), logger)
 	}
 	f := filter.New(cfg, deps)
 
@@ -165,10 +167,12 @@ func runServe(args []string) int {
 			ctx, cancel := context.WithTimeout(context.Background(), f.Config().ShutdownGrace.D())
 			err := srv.Shutdown(ctx)
 			cancel()
-			if httpSrv != nil {
-				sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
-				_ = httpSrv.Shutdown(sctx)
-				scancel()
+			for _, hs := range []*http.Server{httpSrv, admin} {
+				if hs != nil {
+					sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
+					_ = hs.Shutdown(sctx)
+					scancel()
+				}
 			}
 			if err != nil {
 				logger.Warn("drain ended by grace period; open sessions closed", "err", err)
@@ -193,8 +197,8 @@ func reload(f *filter.Filter, path string, ov *config.Overrides, level *slog.Lev
 	}
 	old := f.Config()
 	if old.Listen != cfg.Listen || old.MilterMaxConnections != cfg.MilterMaxConnections || old.MilterIdleTimeout != cfg.MilterIdleTimeout || old.MetricsListen != cfg.MetricsListen || fmt.Sprint(old.DNS) != fmt.Sprint(cfg.DNS) ||
-		old.Callout.CacheSize != cfg.Callout.CacheSize {
-		logger.Warn("listen addresses, milter connection bounds, DNS and cache sizes change only on restart")
+		old.Callout.CacheSize != cfg.Callout.CacheSize || old.Redis != cfg.Redis || old.AdminListen != cfg.AdminListen {
+		logger.Warn("listen addresses, milter connection bounds, DNS, cache sizes and Redis settings change only on restart")
 	}
 	f.Apply(cfg)
 	setLevel(level, cfg)

@@ -3,6 +3,8 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"os"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -72,19 +74,20 @@ func metricHooks(m *metrics.Metrics) *dnsHooks {
 func cacheHooks(m *metrics.Metrics, name string) cache.Hooks {
 	hit, miss := m.CacheRequests.WithLabelValues(name, "hit"), m.CacheRequests.WithLabelValues(name, "miss")
 	ev := map[string]prometheus.Counter{}
-	for _, r := range []string{cache.EvictEntries, cache.EvictBytes, cache.EvictExpired} {
+	for _, r := range []string{cache.EvictEntries, cache.EvictBytes, cache.EvictExpired, cache.EvictRemoved} {
 		ev[r] = m.CacheEvictions.WithLabelValues(name, r) // 0 from the start, not absent
 	}
 	return cache.Hooks{Hit: hit.Inc, Miss: miss.Inc, Evicted: func(reason string) { ev[reason].Inc() }}
 }
 
-// newVerifier builds the callout prober, or nil when callouts are off.
-func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, logger *slog.Logger) (filter.Verifier, func(), error) {
+// newVerifier builds the callout prober, or nil when callouts are off,
+// and the store it learns into: memory, or Redis shared with the fleet.
+func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, logger *slog.Logger) (*callout.Verifier, func(), error) {
 	if !cfg.Callout.Enabled {
 		return nil, func() {}, nil
 	}
 	co := cfg.Callout
-	store, err := cache.NewMemory(co.CacheSize, nil, cacheHooks(m, "callout"))
+	store, closeStore, err := newStore(cfg, m, logger)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -95,7 +98,7 @@ func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, log
 		ProbeTimeout: co.ProbeTimeout.D(), Async: co.Async, GlobalConcurrency: co.GlobalConcurrency,
 		PerDomainConcurrency: co.PerDomainConcurrency, PerDomainRatePerMinute: co.PerDomainRatePerMinute,
 		PerHostConcurrency: co.PerHostConcurrency, PerHostRatePerMinute: co.PerHostRatePerMinute,
-		BannerPatience: co.BannerPatience.D(),
+		BannerPatience: co.BannerPatience.D(), GlobalRatePerMinute: co.GlobalRatePerMinute,
 	}, callout.Hooks{
 		Probe: func(c callout.Class, d time.Duration) {
 			m.Probes.WithLabelValues(string(c)).Inc()
@@ -103,8 +106,63 @@ func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, log
 		},
 		Skip:    func(reason string) { m.ProbesSkipped.WithLabelValues(reason).Inc() },
 		Breaker: m.BreakerTrips.Inc,
+		FleetWait: func(found bool) {
+			result := "timeout"
+			if found {
+				result = "result"
+			}
+			m.FleetWaits.WithLabelValues(result).Inc()
+		},
 	}, logger)
-	return v, v.Close, nil
+	return v, func() { v.Close(); closeStore() }, nil
+}
+
+// newStore is the callout store: in memory, or Redis in front of memory.
+func newStore(cfg *config.Config, m *metrics.Metrics, logger *slog.Logger) (cache.Store, func(), error) {
+	local, err := cache.NewMemory(cfg.Callout.CacheSize, nil, cacheHooks(m, "callout"))
+	if err != nil {
+		return nil, nil, err
+	}
+	if cfg.Redis.URL == "" {
+		return local, func() {}, nil
+	}
+	opts, err := redisOptions(cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, k := range []string{"timeout", "connection", "redis", "bad_value"} {
+		m.StoreErrors.WithLabelValues(k) // 0 from the start
+	}
+	shared := cache.NewShared(func() (*cache.Redis, error) { return cache.NewRedis(opts) }, local, cache.SharedHooks{
+		Up: func(up bool) {
+			v := 0.0
+			if up {
+				v = 1
+			}
+			m.StoreUp.Set(v)
+		},
+		Error: func(kind string) { m.StoreErrors.WithLabelValues(kind).Inc() },
+	}, logger)
+	return shared, shared.Close, nil
+}
+
+// redisOptions are cfg's Redis settings with the password from its file
+// or the environment.
+func redisOptions(cfg *config.Config) (cache.RedisOptions, error) {
+	r := cfg.Redis
+	o := cache.RedisOptions{URL: string(r.URL), KeyPrefix: r.KeyPrefix, Timeout: r.Timeout.D(), NearCacheBytes: r.NearCacheBytes,
+		Username: r.Username, CAFile: r.TLSCAFile, CertFile: r.TLSCertFile, KeyFile: r.TLSKeyFile}
+	switch {
+	case r.PasswordFile != "":
+		b, err := os.ReadFile(r.PasswordFile)
+		if err != nil {
+			return o, fmt.Errorf("redis password file: %w", err)
+		}
+		o.Password = strings.TrimRight(string(b), "\r\n")
+	case os.Getenv("SENDERGUARD_REDIS_PASSWORD") != "":
+		o.Password = os.Getenv("SENDERGUARD_REDIS_PASSWORD")
+	}
+	return o, nil
 }
 
 func newProber(cfg *config.Config, q resolver.Querier) *callout.Prober {

@@ -1,0 +1,129 @@
+package callout_test
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/senderguard/senderguard/cache"
+	"github.com/senderguard/senderguard/checks/callout"
+	"github.com/senderguard/senderguard/internal/testredis"
+	"github.com/senderguard/senderguard/internal/testsmtp"
+)
+
+// replica is one verifier of a fleet sharing srv.
+func (e *env) replica(srv *testredis.Server, cfg callout.VerifierConfig, hooks callout.Hooks) *callout.Verifier {
+	local, _ := cache.NewMemory(1000, nil, cache.Hooks{})
+	store := cache.NewShared(func() (*cache.Redis, error) {
+		return cache.NewRedis(cache.RedisOptions{URL: srv.URL(), KeyPrefix: "fleet:", Timeout: 200 * time.Millisecond})
+	}, local, cache.SharedHooks{}, nil)
+	e.t.Cleanup(store.Close)
+	if cfg.ProbeTimeout == 0 {
+		cfg.ProbeTimeout = 5 * time.Second
+	}
+	for _, f := range []*time.Duration{&cfg.TTLExists, &cfg.TTLNotExists, &cfg.TTLUnknown, &cfg.BreakerTTL, &cfg.GreylistRetry} {
+		if *f == 0 {
+			*f = time.Hour
+		}
+	}
+	for _, f := range []*int{&cfg.GlobalConcurrency, &cfg.PerDomainConcurrency, &cfg.PerDomainRatePerMinute} {
+		if *f == 0 {
+			*f = 50
+		}
+	}
+	v := callout.NewVerifier(e.prober(), store, cfg, hooks, nil)
+	e.t.Cleanup(v.Close)
+	return v
+}
+
+// TestFleetProbesEachAddressOnce: lookups of one address on three replicas
+// at once make one SMTP probe; a replica started later answers from
+// Redis.
+func TestFleetProbesEachAddressOnce(t *testing.T) {
+	redis := testredis.Start(t)
+	e := newEnv(t, "f.test. 60 IN MX 10 mx.f.test.", "mx.f.test. 60 IN A 127.0.0.91")
+	srv := e.smtp("127.0.0.91", func(s *testsmtp.Server) {
+		s.Users = map[string]bool{"alice@f.test": true}
+		s.BannerDelay = 0
+	})
+	var waits sync.Map
+	hooks := callout.Hooks{FleetWait: func(found bool) { waits.Store(time.Now().UnixNano(), found) }}
+	fleet := []*callout.Verifier{e.replica(redis, callout.VerifierConfig{}, hooks), e.replica(redis, callout.VerifierConfig{}, hooks), e.replica(redis, callout.VerifierConfig{}, hooks)}
+	var wg sync.WaitGroup
+	results := make(chan callout.Class, 30)
+	for i := range 30 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			results <- fleet[i%3].Verify(ctx, "alice@f.test").Class
+		}()
+	}
+	wg.Wait()
+	close(results)
+	for c := range results {
+		if c != callout.Exists {
+			t.Errorf("a lookup got %s", c)
+		}
+	}
+	if n := srv.Count("RCPT"); n != 1 {
+		t.Errorf("%d RCPT probes for one address on three replicas, want 1", n)
+	}
+	late := e.replica(redis, callout.VerifierConfig{}, callout.Hooks{})
+	if r := late.Verify(context.Background(), "alice@f.test"); r.Class != callout.Exists || !r.Cached || srv.Count("RCPT") != 1 {
+		t.Errorf("restarted replica: %s cached=%v, %d RCPT", r.Class, r.Cached, srv.Count("RCPT"))
+	}
+}
+
+// TestFleetSharesTheDomainRate: the per-domain rate is a fleet total.
+func TestFleetSharesTheDomainRate(t *testing.T) {
+	redis := testredis.Start(t)
+	e := newEnv(t, "r2.test. 60 IN MX 10 mx.r2.test.", "mx.r2.test. 60 IN A 127.0.0.92")
+	srv := e.smtp("127.0.0.92", nil)
+	skips := map[string]int{}
+	var mu sync.Mutex
+	hooks := callout.Hooks{Skip: func(r string) { mu.Lock(); skips[r]++; mu.Unlock() }}
+	cfg := callout.VerifierConfig{PerDomainRatePerMinute: 3}
+	a, b := e.replica(redis, cfg, hooks), e.replica(redis, cfg, hooks)
+	for i := range 6 {
+		v := a
+		if i%2 == 1 {
+			v = b
+		}
+		v.Verify(context.Background(), fmt.Sprintf("u%d@r2.test", i))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if srv.Count("RCPT") != 3 || skips["domain_rate"] != 3 {
+		t.Errorf("6 addresses over two replicas at 3/min: %d RCPT, skips %v; want 3 and 3 domain_rate", srv.Count("RCPT"), skips)
+	}
+}
+
+// TestFleetRidesOutARedisOutage: with Redis killed the replicas probe on
+// their own within the budget; when it is back they share again.
+func TestFleetRidesOutARedisOutage(t *testing.T) {
+	redis := testredis.Start(t)
+	e := newEnv(t, "o.test. 60 IN MX 10 mx.o.test.", "mx.o.test. 60 IN A 127.0.0.93")
+	srv := e.smtp("127.0.0.93", nil)
+	a, b := e.replica(redis, callout.VerifierConfig{}, callout.Hooks{}), e.replica(redis, callout.VerifierConfig{}, callout.Hooks{})
+	redis.Stop()
+	for i, v := range []*callout.Verifier{a, b} {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		start := time.Now()
+		r := v.Verify(ctx, fmt.Sprintf("down%d@o.test", i))
+		cancel()
+		if r.Class != callout.Exists || time.Since(start) > 2*time.Second {
+			t.Errorf("replica %d during the outage: %s (%s) after %v", i, r.Class, r.Evidence(), time.Since(start))
+		}
+	}
+	redis.Restart()
+	time.Sleep(1500 * time.Millisecond) // the health checks find it
+	before := srv.Count("RCPT")
+	a.Verify(context.Background(), "back@o.test")
+	if r := b.Verify(context.Background(), "back@o.test"); r.Class != callout.Exists || !r.Cached || srv.Count("RCPT") != before+1 {
+		t.Errorf("after recovery: %s cached=%v, %d new RCPT (want one, shared)", r.Class, r.Cached, srv.Count("RCPT")-before)
+	}
+}
