@@ -3,6 +3,8 @@ package cache_test
 import (
 	"context"
 	"fmt"
+	"os/exec"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -242,5 +244,105 @@ func TestSharedStartsWithRedisDown(t *testing.T) {
 			t.Fatal("did not connect once Redis started")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// BenchmarkNearCacheMemory reports what the near-cache holds per entry:
+// 100,000 callout entries read once each (the bound is near_cache_bytes).
+func BenchmarkNearCacheMemory(b *testing.B) {
+	srv := testredis.Start(b)
+	r, err := cache.NewRedis(cache.RedisOptions{URL: srv.URL(), Timeout: time.Second, NearCacheBytes: 256 << 20})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	ctx := context.Background()
+	const n = 100000
+	raw, _ := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}, DisableCache: true})
+	defer raw.Close()
+	for i := 0; i < n; i += 1000 {
+		var cmds rueidis.Commands
+		for j := i; j < i+1000; j++ {
+			cmds = append(cmds, raw.B().Set().Key(fmt.Sprintf("{a:user%07d@mail%d.example.com}", j, j%5000)).Value("1|exists|250|2.1.5|1700000000").Ex(time.Hour).Build())
+		}
+		raw.DoMulti(ctx, cmds...)
+	}
+	for b.Loop() {
+		var before, after runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&before)
+		for j := range n {
+			if _, _, ok, err := r.Get(ctx, fmt.Sprintf("a:user%07d@mail%d.example.com", j, j%5000)); !ok || err != nil {
+				b.Fatalf("get %d: %v %v", j, ok, err)
+			}
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapInuse-before.HeapInuse)/n, "B/entry")
+	}
+}
+
+// TestRedisCluster runs the store, leases, limits and scans on a
+// three-node Redis Cluster on loopback: every key of one address, limit
+// or lease lands in one hash slot.
+func TestRedisCluster(t *testing.T) {
+	var nodes []*testredis.Server
+	for range 3 {
+		nodes = append(nodes, testredis.Start(t, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+			"--cluster-config-file", fmt.Sprintf("nodes-%d.conf", time.Now().UnixNano())))
+	}
+	args := []string{"--cluster", "create"}
+	for _, n := range nodes {
+		args = append(args, n.Addr)
+	}
+	args = append(args, "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	url := "redis://" + nodes[0].Addr + "?addr=" + nodes[1].Addr + "&addr=" + nodes[2].Addr
+	var r *cache.Redis
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var err error
+		if r, err = cache.NewRedis(cache.RedisOptions{URL: url, KeyPrefix: "c:", Timeout: time.Second}); err == nil {
+			if err = r.Set(context.Background(), "a:probe@c.test", cache.Entry{Kind: "exists"}, time.Minute); err == nil {
+				break
+			}
+			r.Close()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("cluster not ready: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	defer r.Close()
+	ctx := context.Background()
+	for i := range 50 { // spread over the slots of all three nodes
+		if err := r.Set(ctx, fmt.Sprintf("a:u%d@spread.test", i), cache.Entry{Kind: "exists", Code: 250}, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	keys, err := r.Scan(ctx, "a:*@spread.test", 1000)
+	if err != nil || len(keys) != 50 {
+		t.Fatalf("scan over the cluster: %d keys, %v", len(keys), err)
+	}
+	for i := range 50 {
+		if _, _, ok, err := r.Get(ctx, fmt.Sprintf("a:u%d@spread.test", i)); !ok || err != nil {
+			t.Fatalf("get %d: %v %v", i, ok, err)
+		}
+	}
+	if _, ok, err := r.Lease(ctx, "a:l@c.test", time.Minute); !ok || err != nil {
+		t.Fatalf("lease: %v %v", ok, err)
+	}
+	release, refused, err := r.Acquire(ctx, "d:c.test", 1, 10, time.Minute) // a two-key script in one slot
+	if err != nil || refused != "" {
+		t.Fatalf("acquire: %q %v", refused, err)
+	}
+	if _, refused, _ := r.Acquire(ctx, "d:c.test", 1, 10, time.Minute); refused != "concurrency" {
+		t.Fatalf("second acquire: %q", refused)
+	}
+	release()
+	if n, err := r.Delete(ctx, "a:u1@spread.test", "a:u2@spread.test"); n != 2 || err != nil {
+		t.Fatalf("delete across slots: %d %v", n, err)
 	}
 }

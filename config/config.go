@@ -200,7 +200,7 @@ func Default() *Config {
 			GlobalConcurrency: 50, PerDomainConcurrency: 2, PerDomainRatePerMinute: 20,
 			PerHostConcurrency: 4, PerHostRatePerMinute: 60, GlobalRatePerMinute: 1200,
 		},
-		Redis:       Redis{KeyPrefix: "senderguard:", Timeout: Duration(50e6), NearCacheBytes: 16 << 20},
+		Redis:       Redis{KeyPrefix: "senderguard:", Timeout: Duration(50e6), NearCacheBytes: 64 << 20},
 		AdminListen: "127.0.0.1:9897",
 		Actions: Actions{
 			SPFMailFrom: SPFActions{Pass: accept, Fail: mustAction("reject 550 5.7.23"), Softfail: accept,

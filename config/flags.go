@@ -168,7 +168,7 @@ func flagDefs() []flagDef {
 		{name: "redis", usage: "redis://[USER:PASS@]HOST:PORT[?addr=HOST:PORT...][&master_set=NAME], rediss://..., unix://PATH: share callout knowledge and limits with other replicas; empty: in memory only (default)", set: func(c *Config, v string) error { c.Redis.URL = SecretURL(v); return nil }},
 		{name: "redis-key-prefix", usage: "prefix of every Redis key, so fleets can share one Redis (default senderguard:)", set: str(func(c *Config) *string { return &c.Redis.KeyPrefix })},
 		{name: "redis-timeout", usage: "deadline of each Redis operation (default 50ms)", set: duration(func(c *Config) *Duration { return &c.Redis.Timeout })},
-		{name: "redis-near-cache-bytes", usage: "bytes of the local copy of Redis reads (default 16777216)", set: integer(func(c *Config) *int { return &c.Redis.NearCacheBytes })},
+		{name: "redis-near-cache-bytes", usage: "bytes of the local copy of Redis reads (default 67108864)", set: integer(func(c *Config) *int { return &c.Redis.NearCacheBytes })},
 		{name: "redis-username", usage: "Redis ACL user", set: str(func(c *Config) *string { return &c.Redis.Username })},
 		{name: "redis-password-file", usage: "file holding the Redis password (else $SENDERGUARD_REDIS_PASSWORD)", set: str(func(c *Config) *string { return &c.Redis.PasswordFile })},
 		{name: "redis-tls-ca-file", usage: "CA bundle for rediss://", set: str(func(c *Config) *string { return &c.Redis.TLSCAFile })},

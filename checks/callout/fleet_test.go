@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -126,4 +127,85 @@ func TestFleetRidesOutARedisOutage(t *testing.T) {
 	if r := b.Verify(context.Background(), "back@o.test"); r.Class != callout.Exists || !r.Cached || srv.Count("RCPT") != before+1 {
 		t.Errorf("after recovery: %s cached=%v, %d new RCPT (want one, shared)", r.Class, r.Cached, srv.Count("RCPT")-before)
 	}
+}
+
+// BenchmarkFleetVerifyHit is the MAIL FROM path's cache hit with the
+// store shared through Redis: the near-cache answers, Redis is not asked.
+func BenchmarkFleetVerifyHit(b *testing.B) {
+	redis := testredis.Start(b)
+	store := cache.NewShared(func() (*cache.Redis, error) {
+		return cache.NewRedis(cache.RedisOptions{URL: redis.URL(), Timeout: time.Second})
+	}, mustMemory(b), cache.SharedHooks{}, nil)
+	defer store.Close()
+	v := callout.NewVerifier(&callout.Prober{}, store, callout.VerifierConfig{GlobalConcurrency: 1, PerDomainConcurrency: 1, PerDomainRatePerMinute: 1}, callout.Hooks{}, nil)
+	defer v.Close()
+	ctx := context.Background()
+	store.Set(ctx, "a:alice@example.com", cache.Entry{Kind: string(callout.Exists), Code: 250, Enhanced: "2.1.5", Stored: 1 << 40}, time.Hour)
+	time.Sleep(2100 * time.Millisecond) // past the replica's own read-your-writes window
+	if r := v.Verify(ctx, "alice@example.com"); !r.Cached || r.Class != callout.Exists {
+		b.Fatalf("not a cache hit: %+v", r)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		v.Verify(ctx, "alice@example.com")
+	}
+}
+
+// BenchmarkFleetStoreMiss is one look-up that goes to Redis: a key no
+// replica has seen (a new key each time, so the near-cache cannot answer).
+func BenchmarkFleetStoreMiss(b *testing.B) {
+	redis := testredis.Start(b)
+	r, err := cache.NewRedis(cache.RedisOptions{URL: redis.URL(), Timeout: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	ctx := context.Background()
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		i++
+		r.Get(ctx, fmt.Sprintf("a:user%d@miss.test", i))
+	}
+}
+
+// BenchmarkFleetSixteenConcurrent: four replicas in one process sharing
+// one Redis, 16 goroutines looking up 1,000 known senders.
+func BenchmarkFleetSixteenConcurrent(b *testing.B) {
+	redis := testredis.Start(b)
+	var fleet []*callout.Verifier
+	for range 4 {
+		store := cache.NewShared(func() (*cache.Redis, error) {
+			return cache.NewRedis(cache.RedisOptions{URL: redis.URL(), Timeout: time.Second})
+		}, mustMemory(b), cache.SharedHooks{}, nil)
+		defer store.Close()
+		v := callout.NewVerifier(&callout.Prober{}, store, callout.VerifierConfig{GlobalConcurrency: 1, PerDomainConcurrency: 1, PerDomainRatePerMinute: 1}, callout.Hooks{}, nil)
+		defer v.Close()
+		fleet = append(fleet, v)
+	}
+	ctx := context.Background()
+	for i := range 1000 {
+		fleet[0].Store().Set(ctx, fmt.Sprintf("a:u%d@example.com", i), cache.Entry{Kind: "exists", Code: 250}, time.Hour)
+	}
+	b.SetParallelism(8) // 2 cores x 8 = 16 goroutines
+	b.ReportAllocs()
+	var n atomic.Int64
+	b.RunParallel(func(pb *testing.PB) {
+		i := int(n.Add(1))
+		for pb.Next() {
+			i++
+			if r := fleet[i%4].Verify(ctx, fmt.Sprintf("u%d@example.com", i%1000)); r.Class != callout.Exists {
+				b.Errorf("lookup: %s", r.Class)
+				return
+			}
+		}
+	})
+}
+
+func mustMemory(b *testing.B) *cache.Memory {
+	m, err := cache.NewMemory(100000, nil, cache.Hooks{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return m
 }
