@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -160,5 +161,43 @@ func TestCalloutMetricsMove(t *testing.T) {
 		if v := metric(t, name); v <= 0 {
 			t.Errorf("%s = %v, want > 0", name, v)
 		}
+	}
+}
+
+// TestCacheForgetThroughTheRunningInstance: an operator sees a wrong
+// not-exists and removes it; the next message probes again.
+func TestCacheForgetThroughTheRunningInstance(t *testing.T) {
+	const sender = "carol-forget@example.test"
+	refused := func() {
+		c := dial(t, h.postfix.addr, "127.0.0.26")
+		c.expect(250, "EHLO client.test")
+		c.expect(250, "MAIL FROM:<%s>", sender)
+		if r := c.cmd("RCPT TO:<u@example.test>"); r.Code != 550 {
+			t.Fatalf("RCPT: %v, want 550", r)
+		}
+		c.quit()
+	}
+	refused()
+	probes := probedRcpts(t)
+	run := func(args ...string) (string, int) {
+		out, err := exec.Command(h.bin, append([]string{"cache"}, args...)...).CombinedOutput()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		}
+		return string(out), code
+	}
+	if out, code := run("show", sender); code != 0 || !strings.Contains(out, "a:"+sender+"\tnot-exists\t550 5.1.1") {
+		t.Fatalf("cache show: exit %d\n%s", code, out)
+	}
+	if out, code := run("forget", sender); code != 0 || !strings.Contains(out, "1 entries removed") {
+		t.Fatalf("cache forget: exit %d\n%s", code, out)
+	}
+	if out, code := run("show", sender); code != 1 {
+		t.Fatalf("cache show after forget: exit %d\n%s", code, out)
+	}
+	refused()
+	if n := probedRcpts(t); n != probes+1 {
+		t.Errorf("after forget the sender was probed %d more times, want 1", n-probes)
 	}
 }
