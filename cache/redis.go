@@ -239,8 +239,13 @@ func validEnhanced(s string) bool {
 func (r *Redis) Get(ctx context.Context, key string) (Entry, time.Duration, bool, error) {
 	ctx, cancel := r.readCtx(ctx)
 	defer cancel()
-	resp := r.c.DoCache(ctx, r.c.B().Get().Key(r.key(key)).Cache(), r.nearTTL)
+	// GETRANGE, not GET: a hostile writer's 512-MB value costs us 257
+	// bytes, and is then refused as too long.
+	resp := r.c.DoCache(ctx, r.c.B().Getrange().Key(r.key(key)).Start(0).End(maxValue).Cache(), r.nearTTL)
 	s, err := resp.ToString()
+	if err == nil && s == "" {
+		err = rueidis.Nil // GETRANGE of a missing key is ""
+	}
 	if rueidis.IsRedisNil(err) {
 		if e, left, ok := r.recent.Get(key); ok {
 			return e, left, true, nil

@@ -346,3 +346,48 @@ func TestRedisCluster(t *testing.T) {
 		t.Fatalf("delete across slots: %d %v", n, err)
 	}
 }
+
+// TestSharedFallsBackWhenRedisIsSlow: a Redis that stops answering (DEBUG
+// SLEEP) costs a caller at most the operation timeout, once.
+func TestSharedFallsBackWhenRedisIsSlow(t *testing.T) {
+	srv := testredis.Start(t, "--enable-debug-command", "yes")
+	m, _ := cache.NewMemory(100, nil, cache.Hooks{})
+	s := cache.NewShared(func() (*cache.Redis, error) {
+		return cache.NewRedis(cache.RedisOptions{URL: srv.URL(), Timeout: 50 * time.Millisecond})
+	}, m, cache.SharedHooks{}, nil)
+	defer s.Close()
+	ctx := context.Background()
+	s.Set(ctx, "a:known@slow.test", cache.Entry{Kind: "exists"}, time.Hour)
+	raw, _ := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{srv.Addr}, DisableCache: true})
+	defer raw.Close()
+	go raw.Do(ctx, raw.B().Arbitrary("DEBUG", "SLEEP").Args("1").Build())
+	time.Sleep(50 * time.Millisecond)
+	for i := range 5 {
+		start := time.Now()
+		_, _, _, err := s.Get(ctx, fmt.Sprintf("a:new%d@slow.test", i))
+		if d := time.Since(start); err != nil || d > 200*time.Millisecond {
+			t.Fatalf("get %d with Redis asleep: %v after %v", i, err, d)
+		}
+	}
+	if _, _, ok, _ := s.Get(ctx, "a:known@slow.test"); !ok || s.Up() {
+		t.Fatalf("while Redis sleeps: known=%v up=%v; want the local copy and up=false", ok, s.Up())
+	}
+}
+
+func TestRedisACLUser(t *testing.T) {
+	srv := testredis.Start(t, "--user", "default", "off", "--user", "senderguard", "on", ">fleet-pw", "~*", "&*", "+@all")
+	ok, err := cache.NewRedis(cache.RedisOptions{URL: srv.URL(), Username: "senderguard", Password: "fleet-pw", Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ok.Close()
+	if err := ok.Set(context.Background(), "a:acl@x.test", cache.Entry{Kind: "exists"}, time.Minute); err != nil {
+		t.Fatalf("ACL user: %v", err)
+	}
+	if bad, err := cache.NewRedis(cache.RedisOptions{URL: srv.URL(), Username: "senderguard", Password: "wrong", Timeout: time.Second}); err == nil {
+		defer bad.Close()
+		if err := bad.Set(context.Background(), "a:acl@x.test", cache.Entry{Kind: "exists"}, time.Minute); err == nil {
+			t.Fatal("wrong password accepted")
+		}
+	}
+}
