@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -41,6 +42,9 @@ type Config struct {
 	Callout              Callout  `yaml:"callout"`
 	Actions              Actions  `yaml:"actions"`
 	Redis                Redis    `yaml:"redis"`
+	// RecipientDomains override, per recipient domain, the actions,
+	// dry_run and callout.enabled/probe_on.
+	RecipientDomains []RecipientDomain `yaml:"recipient_domains"`
 	// AdminListen serves "senderguard cache show|forget" for a running
 	// instance without Redis; loopback only; empty disables.
 	AdminListen string `yaml:"admin_listen"`
@@ -303,6 +307,15 @@ func lineOf(root *yaml.Node, path string) int {
 	}
 	line := 0
 	for _, key := range strings.Split(path, ".") {
+		if n.Kind == yaml.SequenceNode {
+			i, err := strconv.Atoi(key)
+			if err != nil || i < 0 || i >= len(n.Content) {
+				return line
+			}
+			n = n.Content[i]
+			line = n.Line
+			continue
+		}
 		if n.Kind != yaml.MappingNode {
 			return line
 		}

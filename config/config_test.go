@@ -32,6 +32,10 @@ func TestBrokenConfigs(t *testing.T) {
 		{"bad-yaml.yaml", "testdata/bad-yaml.yaml: "},
 		{"missing.yaml", "no such file"},
 		{"long-budget.yaml", "testdata/long-budget.yaml: line 1: stage_budget: must be positive and at most 1m"},
+		{"recipients-dup.yaml", "testdata/recipients-dup.yaml: line 3: recipient_domains.1.domains.1: A.example. is already in recipient_domains entry 0"},
+		{"recipients-bad-action.yaml", "testdata/recipients-bad-action.yaml: line 5: recipient_domains.0.actions.spf_mailfrom.softfal: not an action key"},
+		{"recipients-unknown-key.yaml", "testdata/recipients-unknown-key.yaml: line 3: field rate not found"},
+		{"recipients-bad-domain.yaml", "testdata/recipients-bad-domain.yaml: line 3: recipient_domains.1.domains.0: \"exa mple\" is not a domain name"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
@@ -144,5 +148,25 @@ func TestLoadSettledRefusesHalfWrittenFiles(t *testing.T) {
 				t.Errorf("got %v, want an error containing %q", err, tc.wantErr)
 			}
 		})
+	}
+}
+
+func TestRecipientDomainsMerge(t *testing.T) {
+	c, err := Load("testdata/recipients.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.RecipientDomains) != 4 || c.RecipientDomains[0].Label(0) != "strict" || c.RecipientDomains[1].Label(1) != "entry-1" {
+		t.Fatalf("entries: %+v", c.RecipientDomains)
+	}
+	m := c.RecipientDomains[0].Merged(c.Actions)
+	if m.SPFMailFrom.Softfail.Verb != Reject || m.SPFMailFrom.Fail != c.Actions.SPFMailFrom.Fail || m.Callout != c.Actions.Callout {
+		t.Errorf("merged actions: softfail %+v, the rest must be the global ones", m.SPFMailFrom.Softfail)
+	}
+	if c.Actions.SPFMailFrom.Softfail.Verb != Accept {
+		t.Error("merging changed the global actions")
+	}
+	if d, err := CanonicalDomain("Bücher.Example."); err != nil || d != "xn--bcher-kva.example" {
+		t.Errorf("canonical IDN: %q %v", d, err)
 	}
 }

@@ -178,13 +178,13 @@ func flagDefs() []flagDef {
 		{name: "callout-per-domain-rate", usage: "probes per minute per domain (default 20)", set: integer(func(c *Config) *int { return &c.Callout.PerDomainRatePerMinute })},
 	}
 	for _, id := range []string{"mailfrom", "helo"} {
-		for _, st := range []string{"pass", "fail", "softfail", "neutral", "none", "temperror", "permerror"} {
+		for _, st := range spfResults {
 			id, st := id, st
 			d = append(d, flagDef{name: "action-spf-" + id + "-" + st, usage: "action for SPF " + st + " of the " + id + " identity",
 				set: action(func(c *Config) *Action { return spfField(c, id, st) })})
 		}
 	}
-	for _, cl := range []string{"exists", "not-exists", "catch-all", "null-mx", "no-mail-host", "unknown", "in-progress"} {
+	for _, cl := range calloutClasses {
 		cl := cl
 		d = append(d, flagDef{name: "action-callout-" + cl, usage: "action for callout result " + cl,
 			set: action(func(c *Config) *Action { return calloutField(c, cl) })})
@@ -192,11 +192,11 @@ func flagDefs() []flagDef {
 	return d
 }
 
-func spfField(c *Config, id, st string) *Action {
-	a := &c.Actions.SPFMailFrom
-	if id == "helo" {
-		a = &c.Actions.SPFHelo
-	}
+func spfField(c *Config, id, st string) *Action { return actionField(&c.Actions, "spf_"+id, st) }
+
+func calloutField(c *Config, cl string) *Action { return actionField(&c.Actions, "callout", cl) }
+
+func spfActionField(a *SPFActions, st string) *Action {
 	switch st {
 	case "pass":
 		return &a.Pass
@@ -214,8 +214,7 @@ func spfField(c *Config, id, st string) *Action {
 	return &a.PermError
 }
 
-func calloutField(c *Config, cl string) *Action {
-	a := &c.Actions.Callout
+func calloutActionField(a *CalloutActions, cl string) *Action {
 	switch cl {
 	case "exists":
 		return &a.Exists

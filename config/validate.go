@@ -95,12 +95,11 @@ func (c *Config) Validate() error {
 	if c.DNS.MaxTTL > 0 && c.DNS.MinTTL > c.DNS.MaxTTL {
 		return fieldErr("dns.min_ttl", "is above max_ttl")
 	}
-	for _, s := range c.Callout.ProbeOn {
-		switch s {
-		case "none", "neutral", "softfail", "permerror", "temperror", "pass":
-		default:
-			return fieldErr("callout.probe_on", "%q is not an SPF result a probe can follow", s)
-		}
+	if err := validProbeOn(c.Callout.ProbeOn); err != nil {
+		return fieldErr("callout.probe_on", "%v", err)
+	}
+	if err := c.validateRecipients(); err != nil {
+		return err
 	}
 	co := c.Callout
 	if co.Port < 1 || co.Port > 65535 {
