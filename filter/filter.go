@@ -41,6 +41,10 @@ type runtime struct {
 	hostname   string
 	authservID string
 	probeOn    map[spf.Status]bool
+	// global is the policy of recipients no recipient_domains entry
+	// covers; recipients is nil without entries.
+	global     *rcptPolicy
+	recipients *recipientTable
 	// Whitelisted names, lower case without the root dot, made once here
 	// rather than for every message.
 	heloNames, senderDomains []string
@@ -64,14 +68,13 @@ func New(cfg *config.Config, deps Deps) *Filter {
 
 // Apply makes cfg the configuration of every message that starts from now.
 func (f *Filter) Apply(cfg *config.Config) {
-	rt := &runtime{cfg: cfg, policy: NewPolicy(cfg), hostname: Hostname(cfg), probeOn: map[spf.Status]bool{}}
+	rt := &runtime{cfg: cfg, policy: NewPolicy(cfg), hostname: Hostname(cfg)}
 	rt.authservID = cfg.AuthservID
 	if rt.authservID == "" {
 		rt.authservID = rt.hostname
 	}
-	for _, s := range cfg.Callout.ProbeOn {
-		rt.probeOn[spf.Status(s)] = true
-	}
+	rt.probeOn = probeOnSet(cfg.Callout.ProbeOn)
+	rt.global, rt.recipients = newRecipients(cfg, rt.policy)
 	for _, n := range cfg.SPF.Whitelist.HeloNames {
 		rt.heloNames = append(rt.heloNames, canonicalName(n))
 	}

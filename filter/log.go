@@ -3,6 +3,7 @@ package filter
 import (
 	"context"
 	"log/slog"
+	"strings"
 	"time"
 )
 
@@ -58,6 +59,9 @@ func (s *session) logDecision(outcome string) {
 	}
 	if v.Check != "" && v.Reply() != "" {
 		attrs = append(attrs, slog.String("decided_by", v.Check), slog.String("reply", v.Reply()), slog.String("stage", msg.applied))
+	}
+	if len(msg.outcomes) > 0 {
+		attrs = append(attrs, slog.String("rcpt_outcomes", strings.Join(msg.outcomes, " ")))
 	}
 	if msg.rt.cfg.DryRun {
 		attrs = append(attrs, slog.Bool("dry_run", true))

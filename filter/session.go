@@ -42,6 +42,11 @@ type message struct {
 	logged   bool
 	arSeen   int   // Authentication-Results fields seen
 	forgedAR []int // their 1-based indices that claim our authserv-id
+
+	// With recipient_domains: what each recipient got.
+	nullMXChecked bool
+	outcomes      []string // "domain:action", in RCPT order
+	wouldReject   []string // dry-run recipients' refusals, for X-Senderguard
 }
 
 // session follows one milter connection through the stages; the library
@@ -113,6 +118,11 @@ func (s *session) MailFrom(from, esmtpArgs string, m milter.Modifier) (resp *mil
 	ctx, cancel := context.WithTimeout(context.Background(), rt.cfg.StageBudget.D())
 	defer cancel()
 	s.runChecks(ctx, rt, msg)
+	if rt.recipients != nil {
+		// Every verdict depends on the recipient: given at RCPT.
+		msg.verdict = Verdict{Action: config.Accept}
+		return respContinue, nil
+	}
 	msg.verdict = rt.policy.Decide(&msg.facts)
 	if rt.cfg.RejectAt == "mail" || msg.verdict.Action == config.Accept {
 		return s.apply("mail"), nil
@@ -166,26 +176,35 @@ func (s *session) runChecks(ctx context.Context, rt *runtime, msg *message) {
 		}
 		return
 	}
-	s.runCallout(ctx, rt, msg)
+	// With recipient_domains, the callout waits for a recipient whose
+	// policy wants it (recipients.go).
+	if rt.recipients == nil && rt.cfg.Callout.Enabled {
+		s.runCallout(ctx, msg, rt.probeOn)
+	}
 }
 
-func (s *session) runCallout(ctx context.Context, rt *runtime, msg *message) {
+// runCallout runs the null-MX check, then a probe when probeOn covers the
+// SPF result; each at most once per message.
+func (s *session) runCallout(ctx context.Context, msg *message, probeOn map[spf.Status]bool) {
 	v := s.f.deps.Callout
-	if v == nil || !rt.cfg.Callout.Enabled {
+	f := &msg.facts
+	if v == nil || msg.sender == "" || f.Callout != nil {
 		return
 	}
-	f := &msg.facts
 	if f.SPFMail != nil && f.SPFMail.Status == spf.Fail {
 		return // already decided by SPF; never probe for a forged sender
 	}
 	start := time.Now()
-	// RFC 7505: a null MX refuses mail, whatever SPF said.
-	if null, known := v.NullMX(ctx, domainOf(msg.sender)); known && null {
-		f.Callout = &callout.Result{Class: callout.NullMX, Address: msg.sender}
-		s.observe("callout", string(callout.NullMX), start)
-		return
+	if !msg.nullMXChecked {
+		msg.nullMXChecked = true
+		// RFC 7505: a null MX refuses mail, whatever SPF said.
+		if null, known := v.NullMX(ctx, domainOf(msg.sender)); known && null {
+			f.Callout = &callout.Result{Class: callout.NullMX, Address: msg.sender}
+			s.observe("callout", string(callout.NullMX), start)
+			return
+		}
 	}
-	if f.SPFMail == nil || !rt.probeOn[f.SPFMail.Status] {
+	if f.SPFMail == nil || !probeOn[f.SPFMail.Status] {
 		return
 	}
 	f.Callout = v.Verify(ctx, msg.sender)
@@ -230,10 +249,10 @@ func (s *session) apply(stage string) *milter.Response {
 func (s *session) RcptTo(rcpt, esmtpArgs string, m milter.Modifier) (resp *milter.Response, err error) {
 	defer s.recoverTo(&resp, &err)
 	msg := s.msg
-	if msg == nil {
+	if msg == nil || msg.skip != "" {
 		return respContinue, nil
 	}
-	if msg.skip != "" || msg.verdict.Action == config.Accept || msg.verdict.Action == "" {
+	if msg.rt.recipients == nil && (msg.verdict.Action == config.Accept || msg.verdict.Action == "") {
 		return respContinue, nil
 	}
 	// RFC 5321 §4.5.1: postmaster (and abuse) must always be reachable.
@@ -242,6 +261,9 @@ func (s *session) RcptTo(rcpt, esmtpArgs string, m milter.Modifier) (resp *milte
 		if strings.EqualFold(r, local) || strings.EqualFold(r, rcpt) {
 			return respContinue, nil
 		}
+	}
+	if msg.rt.recipients != nil {
+		return s.rcptVerdict(rcpt), nil
 	}
 	return s.apply("rcpt"), nil
 }

@@ -27,6 +27,7 @@ var zone = []string{
 	`pass.test. 300 IN TXT "v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 -all"`,
 	`fail.test. 300 IN TXT "v=spf1 -all"`,
 	`client.test. 300 IN TXT "v=spf1 ip4:192.0.2.0/24 -all"`,
+	`soft.test. 300 IN TXT "v=spf1 ~all"`,
 }
 
 type logBuf struct {
@@ -50,6 +51,11 @@ type rig struct {
 // newRig serves a filter on network ("tcp" or "unix") and returns a
 // go-milter client for it, playing the MTA (milter protocol 6).
 func newRig(t *testing.T, network string, edit func(*config.Config)) *rig {
+	return newRigWith(t, network, edit, nil)
+}
+
+// newRigWith also lets the test set dependencies (a callout verifier).
+func newRigWith(t *testing.T, network string, edit func(*config.Config), deps func(*filter.Deps)) *rig {
 	r := &rig{t: t, dns: testdns.Start(t, zone...), log: &logBuf{}}
 	cfg := config.Default()
 	cfg.Hostname = "mx.test"
@@ -59,8 +65,11 @@ func newRig(t *testing.T, network string, edit func(*config.Config)) *rig {
 		edit(cfg)
 	}
 	q := &resolver.Stub{Servers: []string{r.dns.Addr}, Timeout: 5 * time.Second, Attempts: 1}
-	r.f = filter.New(cfg, filter.Deps{SPF: &spf.Checker{Resolver: q, Receiver: "mx.test"},
-		Log: slog.New(slog.NewTextHandler(r.log, nil))})
+	d := filter.Deps{SPF: &spf.Checker{Resolver: q, Receiver: "mx.test"}, Log: slog.New(slog.NewTextHandler(r.log, nil))}
+	if deps != nil {
+		deps(&d)
+	}
+	r.f = filter.New(cfg, d)
 	addr := "127.0.0.1:0"
 	if network == "unix" {
 		addr = filepath.Join(t.TempDir(), "milter.sock")

@@ -13,24 +13,27 @@ type Metrics struct {
 	Sessions       prometheus.Counter
 	ActiveSessions prometheus.Gauge
 	Messages       prometheus.Counter
-	Verdicts       *prometheus.CounterVec   // stage, action
-	CheckResults   *prometheus.CounterVec   // check, result
-	CheckDuration  *prometheus.HistogramVec // check
-	CacheRequests  *prometheus.CounterVec   // cache, result (hit, miss)
-	CacheEvictions *prometheus.CounterVec   // cache, reason
-	DNSQueries     *prometheus.CounterVec   // type, outcome
-	DNSDuration    prometheus.Histogram
-	DNSServerUp    *prometheus.GaugeVec   // server
-	MilterErrors   *prometheus.CounterVec // kind
-	ConfigReloads  *prometheus.CounterVec // result
-	Probes         *prometheus.CounterVec // result
-	ProbeDuration  prometheus.Histogram
-	ProbesSkipped  *prometheus.CounterVec // reason
-	BreakerTrips   prometheus.Counter
-	FleetWaits     *prometheus.CounterVec // result
-	StoreUp        prometheus.Gauge
-	StoreErrors    *prometheus.CounterVec // kind
-	BuildInfo      *prometheus.GaugeVec
+	Verdicts       *prometheus.CounterVec // stage, action
+	CheckResults   *prometheus.CounterVec // check, result
+	// RecipientVerdicts counts each recipient's verdict by the policy that
+	// gave it (recipient_domains entry name or "entry-N", or "global").
+	RecipientVerdicts *prometheus.CounterVec   // policy, action
+	CheckDuration     *prometheus.HistogramVec // check
+	CacheRequests     *prometheus.CounterVec   // cache, result (hit, miss)
+	CacheEvictions    *prometheus.CounterVec   // cache, reason
+	DNSQueries        *prometheus.CounterVec   // type, outcome
+	DNSDuration       prometheus.Histogram
+	DNSServerUp       *prometheus.GaugeVec   // server
+	MilterErrors      *prometheus.CounterVec // kind
+	ConfigReloads     *prometheus.CounterVec // result
+	Probes            *prometheus.CounterVec // result
+	ProbeDuration     prometheus.Histogram
+	ProbesSkipped     *prometheus.CounterVec // reason
+	BreakerTrips      prometheus.Counter
+	FleetWaits        *prometheus.CounterVec // result
+	StoreUp           prometheus.Gauge
+	StoreErrors       *prometheus.CounterVec // kind
+	BuildInfo         *prometheus.GaugeVec
 }
 
 // New creates the collectors and registers them on reg.
@@ -46,6 +49,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "Messages (MAIL FROM transactions) judged or passed."}),
 		Verdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "verdicts_total",
 			Help: "Verdicts by SMTP stage and action (accept, tempfail, reject, skip, dry_run_*)."}, []string{"stage", "action"}),
+		RecipientVerdicts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "recipient_verdicts_total",
+			Help: "Per-recipient verdicts with recipient_domains, by policy entry (name, entry-N or global) and action."}, []string{"policy", "action"}),
 		CheckResults: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "check_results_total",
 			Help: "Check results by check (spf_helo, spf_mailfrom, callout) and result."}, []string{"check", "result"}),
 		CheckDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Namespace: ns, Name: "check_duration_seconds",
@@ -81,7 +86,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "build_info",
 			Help: "Build information; always 1."}, []string{"version", "goversion"}),
 	}
-	reg.MustRegister(m.Sessions, m.ActiveSessions, m.Messages, m.Verdicts, m.CheckResults, m.CheckDuration,
+	reg.MustRegister(m.Sessions, m.ActiveSessions, m.Messages, m.Verdicts, m.RecipientVerdicts, m.CheckResults, m.CheckDuration,
 		m.CacheRequests, m.CacheEvictions, m.DNSQueries, m.DNSDuration, m.DNSServerUp, m.MilterErrors, m.ConfigReloads,
 		m.Probes, m.ProbeDuration, m.ProbesSkipped, m.BreakerTrips, m.FleetWaits, m.StoreUp, m.StoreErrors, m.BuildInfo)
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
