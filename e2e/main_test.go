@@ -140,7 +140,12 @@ func run(m *testing.M) (int, error) {
 	}
 	host, port, _ := net.SplitHostPort(h.milterAddr)
 	h.postfix = &mtaInstance{name: "postfix", addr: freePort(), dir: filepath.Join(work, "mta")}
-	if err := mtaUp(h.postfix, "postfix.sh", "inet:"+h.milterAddr); err != nil {
+	// A gateway for several domains (Sendmail relays example.test's
+	// subdomains as it is).
+	os.Setenv("MTA_DOMAINS", "example.test strict.example.test trial.example.test noprobe.example.test other.example.test added.example.test")
+	err = mtaUp(h.postfix, "postfix.sh", "inet:"+h.milterAddr)
+	os.Unsetenv("MTA_DOMAINS")
+	if err != nil {
 		return 1, err
 	}
 	defer mtaDown(h.postfix, "postfix.sh")

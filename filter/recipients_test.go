@@ -27,16 +27,16 @@ func TestRecipientTableMatch(t *testing.T) {
 	_, table := newRecipients(cfg, NewPolicy(cfg))
 	cases := []struct{ domain, want string }{
 		{"strict.example", "strict"},
-		{"STRICT.Example.", "strict"},            // case and root dot
-		{"a.b.strict.example", "strict"},         // wildcard at any depth
-		{"x.deep.strict.example", "deep"},        // the longest wildcard wins
-		{"deep.strict.example", "strict"},        // "*." covers subdomains only
-		{"bücher.example", "books"},              // IDN by A-label
-		{"xn--bcher-kva.example", "books"},       // given as A-label
-		{"other.example", "wide"},                // the catch-all wildcard
-		{"example", ""},                          // "*.example" is not example
-		{"example.org", ""},                      // no entry
-		{"notstrict.example.org", ""},            // suffix match is by label
+		{"STRICT.Example.", "strict"},      // case and root dot
+		{"a.b.strict.example", "strict"},   // wildcard at any depth
+		{"x.deep.strict.example", "deep"},  // the longest wildcard wins
+		{"deep.strict.example", "strict"},  // "*." covers subdomains only
+		{"bücher.example", "books"},        // IDN by A-label
+		{"xn--bcher-kva.example", "books"}, // given as A-label
+		{"other.example", "wide"},          // the catch-all wildcard
+		{"example", ""},                    // "*.example" is not example
+		{"example.org", ""},                // no entry
+		{"notstrict.example.org", ""},      // suffix match is by label
 	}
 	for _, tc := range cases {
 		got := ""

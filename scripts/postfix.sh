@@ -7,7 +7,8 @@
 # (default /tmp/senderguard-mta/postfix); /etc/postfix is only told about
 # the instance (alternate_config_directories). Needs root and the postfix
 # package. Environment: MTA_USERS (only these local parts exist),
-# MILTER_DEFAULT_ACTION (tempfail), MILTER_TIMEOUT (30s).
+# MILTER_DEFAULT_ACTION (tempfail), MILTER_TIMEOUT (30s), MTA_DOMAINS (the
+# domains it accepts mail for, all into the same Maildir; example.test).
 set -eu
 cmd=${1:?usage: postfix.sh up MILTER [LISTEN] | down}
 dir=${MTA_DIR:-/tmp/senderguard-mta}/postfix
@@ -75,7 +76,7 @@ smtp_dns_support_level = disabled
 smtpd_authorized_xclient_hosts = 127.0.0.0/8
 smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination
 relay_domains =
-virtual_mailbox_domains = example.test
+virtual_mailbox_domains = ${MTA_DOMAINS:-example.test}
 virtual_mailbox_base = $dir/mail
 virtual_mailbox_maps = $mailboxes
 virtual_uid_maps = static:65534
