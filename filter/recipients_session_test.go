@@ -46,6 +46,7 @@ func recipientEntries(c *config.Config) {
 		{Name: "strict", Domains: []string{"strict.example", "*.strict.example"}, Actions: strictSoftfail},
 		{Domains: []string{"trial.example"}, DryRun: &on, Actions: strictSoftfail},
 		{Domains: []string{"noprobe.example"}, Callout: &config.RecipientCallout{Enabled: &off}},
+		{Domains: []string{"noneonly.example"}, Callout: &config.RecipientCallout{ProbeOn: &[]string{"none"}}},
 	}
 	c.Callout.Enabled = true
 }
@@ -110,6 +111,10 @@ func TestPerRecipientCalloutOnlyWhenAPolicyWantsIt(t *testing.T) {
 	r.want(s.Rcpt("x@noprobe.example", ""))
 	if n, nm := v.counts(); n != 0 || nm != 0 {
 		t.Fatalf("callouts-off recipient: %d probes, %d null-MX checks; want none", n, nm)
+	}
+	r.want(s.Rcpt("w@noneonly.example", "")) // probe_on [none]: a softfail is not probed
+	if n, nm := v.counts(); n != 0 || nm != 1 {
+		t.Fatalf("probe_on [none] recipient: %d probes, %d null-MX checks; want 0 and 1", n, nm)
 	}
 	r.want(s.Rcpt("y@other.example", ""))
 	r.want(s.Rcpt("z@other2.example", ""))
