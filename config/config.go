@@ -137,6 +137,9 @@ type Callout struct {
 	PerHostRatePerMinute   int      `yaml:"per_host_rate_per_minute"`
 	GlobalRatePerMinute    int      `yaml:"global_rate_per_minute"`
 	BannerPatience         Duration `yaml:"banner_patience"`
+	// TLS is the probes' STARTTLS policy: may (upgrade when offered, any
+	// certificate), verify (chain and MX name must verify), off.
+	TLS string `yaml:"tls"`
 }
 
 // SPFActions maps each SPF result to an action.
@@ -202,7 +205,7 @@ func Default() *Config {
 			TTLUnknown: Duration(300e9), RefreshAfter: Duration(7 * 24 * 3600e9),
 			BreakerTTL: Duration(3600e9), GreylistRetry: Duration(300e9),
 			GlobalConcurrency: 50, PerDomainConcurrency: 2, PerDomainRatePerMinute: 20,
-			PerHostConcurrency: 4, PerHostRatePerMinute: 60, GlobalRatePerMinute: 1200,
+			PerHostConcurrency: 4, PerHostRatePerMinute: 60, GlobalRatePerMinute: 1200, TLS: "may",
 		},
 		Redis:       Redis{KeyPrefix: "senderguard:", Timeout: Duration(50e6), NearCacheBytes: 64 << 20},
 		AdminListen: "127.0.0.1:9897",

@@ -164,6 +164,7 @@ func flagDefs() []flagDef {
 		{name: "callout-per-host-concurrency", usage: "probes at once per mail host address (default 4)", set: integer(func(c *Config) *int { return &c.Callout.PerHostConcurrency })},
 		{name: "callout-per-host-rate", usage: "probes per minute per mail host address (default 60)", set: integer(func(c *Config) *int { return &c.Callout.PerHostRatePerMinute })},
 		{name: "callout-banner-patience", usage: "wait for a banner before a host counts as a tarpit (default 5s)", set: duration(func(c *Config) *Duration { return &c.Callout.BannerPatience })},
+		{name: "callout-tls", usage: "STARTTLS in probes: may (when offered, any certificate), verify (chain and MX name checked), off (default may)", set: str(func(c *Config) *string { return &c.Callout.TLS })},
 		{name: "callout-global-rate", usage: "probes per minute in all, fleet-wide with -redis (default 1200)", set: integer(func(c *Config) *int { return &c.Callout.GlobalRatePerMinute })},
 		{name: "redis", usage: "redis://[USER:PASS@]HOST:PORT[?addr=HOST:PORT...][&master_set=NAME], rediss://..., unix://PATH: share callout knowledge and limits with other replicas; empty: in memory only (default)", set: func(c *Config, v string) error { c.Redis.URL = SecretURL(v); return nil }},
 		{name: "redis-key-prefix", usage: "prefix of every Redis key, so fleets can share one Redis (default senderguard:)", set: str(func(c *Config) *string { return &c.Redis.KeyPrefix })},

@@ -115,6 +115,11 @@ func (c *Config) Validate() error {
 	if co.TTLExists <= 0 || co.TTLNotExists <= 0 || co.TTLUnknown <= 0 {
 		return fieldErr("callout", "cache TTLs must be positive")
 	}
+	switch co.TLS {
+	case "may", "verify", "off":
+	default:
+		return fieldErr("callout.tls", "must be may, verify or off, not %q", co.TLS)
+	}
 	if co.GlobalRatePerMinute < 1 {
 		return fieldErr("callout.global_rate_per_minute", "must be positive")
 	}

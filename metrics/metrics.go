@@ -28,6 +28,7 @@ type Metrics struct {
 	ConfigReloads     *prometheus.CounterVec // result
 	Probes            *prometheus.CounterVec // result
 	ProbeDuration     prometheus.Histogram
+	ProbesTLS         *prometheus.CounterVec // outcome
 	ProbesSkipped     *prometheus.CounterVec // reason
 	BreakerTrips      prometheus.Counter
 	FleetWaits        *prometheus.CounterVec // result
@@ -73,6 +74,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "Callout SMTP probes made, by classification."}, []string{"result"}),
 		ProbeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "callout_probe_duration_seconds",
 			Help: "Duration of one callout probe.", Buckets: latency}),
+		ProbesTLS: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "callout_probes_tls_total",
+			Help: "Probes by TLS outcome of the decisive dialogue (none, tls, failed-then-plain, failed)."}, []string{"outcome"}),
 		ProbesSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "callout_probes_skipped_total",
 			Help: "Probes not made because a limit or breaker applied, by reason."}, []string{"reason"}),
 		BreakerTrips: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "callout_breaker_trips_total",
@@ -88,7 +91,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	}
 	reg.MustRegister(m.Sessions, m.ActiveSessions, m.Messages, m.Verdicts, m.RecipientVerdicts, m.CheckResults, m.CheckDuration,
 		m.CacheRequests, m.CacheEvictions, m.DNSQueries, m.DNSDuration, m.DNSServerUp, m.MilterErrors, m.ConfigReloads,
-		m.Probes, m.ProbeDuration, m.ProbesSkipped, m.BreakerTrips, m.FleetWaits, m.StoreUp, m.StoreErrors, m.BuildInfo)
+		m.Probes, m.ProbeDuration, m.ProbesTLS, m.ProbesSkipped, m.BreakerTrips, m.FleetWaits, m.StoreUp, m.StoreErrors, m.BuildInfo)
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	return m
 }

@@ -3,6 +3,8 @@ package callout
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -35,6 +37,10 @@ type Prober struct {
 	AllowPrivate bool   // allow loopback, private and link-local mail hosts
 	StepTimeout  time.Duration
 	CatchAllTest bool // also ask for a random local part
+	// TLS is the STARTTLS policy ("" means may); RootCAs, when set,
+	// replaces the system's roots in verify mode (tests).
+	TLS     TLSMode
+	RootCAs *x509.CertPool
 	Trace        func(string)
 	// SkipHost, when set, leaves out mail hosts whose breaker is open.
 	SkipHost func(host string) bool
@@ -104,7 +110,15 @@ hosts:
 			if ctx.Err() != nil {
 				return &Result{Class: Unknown, Host: h.name, Err: fmt.Errorf("probe budget ended: %w", ctx.Err())}
 			}
-			r := p.gatedDialogue(ctx, a, h.name, ip)
+			r := p.gatedDialogue(ctx, a, h.name, ip, false)
+			if r.tlsFailed && p.TLS != TLSVerify && tries < maxAddressTries {
+				// As Postfix does after a TLS failure: once more, in
+				// plaintext, with this host.
+				tries++
+				p.tracef("%s: TLS failed (%s); once more in plaintext", h.name, r.Evidence())
+				r = p.gatedDialogue(ctx, a, h.name, ip, true)
+				r.TLS = TLSFailedThenPlain
+			}
 			// A 4xx at RCPT is the answer for now: an MTA would not try
 			// the next host either.
 			if r.Class != Unknown || r.refused || r.greylisted {
@@ -228,8 +242,13 @@ func refusedUs(r *Result, step string, rep *Reply) *Result {
 }
 
 // notOK ends a dialogue after a refusal before RCPT: a 5xx refused the
-// prober itself; a 4xx (421 and the like) lets the next host try.
+// prober itself; a 4xx (421 and the like) lets the next host try; a demand
+// for TLS we could not meet is neither.
 func notOK(r *Result, step string, rep *Reply) *Result {
+	if demandsTLS(rep) {
+		r.Step, r.Reply = step, rep
+		return r
+	}
 	if rep.Code >= 500 {
 		return refusedUs(r, step, rep)
 	}
@@ -238,9 +257,9 @@ func notOK(r *Result, step string, rep *Reply) *Result {
 }
 
 // gatedDialogue runs one SMTP conversation with ip through the Gate.
-func (p *Prober) gatedDialogue(ctx context.Context, a Address, host string, ip netip.Addr) *Result {
+func (p *Prober) gatedDialogue(ctx context.Context, a Address, host string, ip netip.Addr, plain bool) *Result {
 	if p.Gate == nil {
-		return p.dialogue(ctx, a, host, ip, nil)
+		return p.dialogue(ctx, a, host, ip, nil, plain)
 	}
 	dctx, abort := context.WithCancel(ctx)
 	defer abort()
@@ -249,14 +268,14 @@ func (p *Prober) gatedDialogue(ctx context.Context, a Address, host string, ip n
 		p.tracef("%s (%s): not probed: %s limit reached", host, ip, refused)
 		return &Result{Class: Unknown, Host: host, Err: fmt.Errorf("not probed: %s limit reached", refused)}
 	}
-	r := p.dialogue(dctx, a, host, ip, adm)
+	r := p.dialogue(dctx, a, host, ip, adm, plain)
 	adm.Done(r)
 	return r
 }
 
 // dialogue runs one SMTP conversation with ip.
-func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.Addr, adm Admission) *Result {
-	r := &Result{Class: Unknown, Host: host}
+func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.Addr, adm Admission, plain bool) *Result {
+	r := &Result{Class: Unknown, Host: host, TLS: TLSNone}
 	step := p.StepTimeout
 	if step <= 0 {
 		step = 10 * time.Second
@@ -308,13 +327,20 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 	if err != nil {
 		return fail("ehlo", err)
 	}
+	if rep.Code == 250 && hasExtension(lines, "STARTTLS") && p.TLS != TLSOff && !plain {
+		tc, failed := p.startTLS(ctx, c, conn, host, step, r)
+		if failed != nil {
+			return failed
+		}
+		c = tc
+		defer c.close()
+		if rep, lines, err = c.cmd("EHLO " + helo); err != nil {
+			return fail("ehlo", err)
+		}
+	}
 	utf8OK := false
 	if rep.Code == 250 {
-		for _, l := range lines[1:] {
-			if strings.EqualFold(strings.Fields(l + " x")[0], "SMTPUTF8") {
-				utf8OK = true
-			}
-		}
+		utf8OK = hasExtension(lines, "SMTPUTF8")
 	} else {
 		if rep, _, err = c.cmd("HELO " + helo); err != nil {
 			return fail("helo", err)
@@ -350,6 +376,8 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 				r.Class = CatchAll
 			}
 		}
+	case demandsTLS(rep):
+		// Unknown: the server wants TLS, not a verdict on the address.
 	case rep.Code >= 500:
 		if blockWording.MatchString(rep.Text) {
 			return refusedUs(r, "rcpt", rep)
@@ -361,6 +389,57 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 	c.conn.SetDeadline(time.Now().Add(min(step, 2*time.Second)))
 	c.cmd("QUIT")
 	return r
+}
+
+// hasExtension reports an EHLO keyword (RFC 5321 §4.1.1.1: the lines
+// after the first).
+func hasExtension(lines []string, kw string) bool {
+	for _, l := range lines[min(1, len(lines)):] {
+		if strings.EqualFold(strings.Fields(l + " x")[0], kw) {
+			return true
+		}
+	}
+	return false
+}
+
+// demandsTLS recognizes RFC 3207's "530 Must issue a STARTTLS command
+// first" (and 5.7.0 replies that speak of TLS): the server wants
+// encryption, which says nothing about the address nor about us.
+func demandsTLS(rep *Reply) bool {
+	if rep.Code == 530 {
+		return true
+	}
+	if rep.Code >= 500 && rep.Enhanced == "5.7.0" {
+		t := strings.ToUpper(rep.Text)
+		return strings.Contains(t, "TLS") || strings.Contains(t, "ENCRYPT")
+	}
+	return false
+}
+
+// startTLS upgrades the dialogue (RFC 3207). A refused or failed upgrade
+// returns the result to end this dialogue with, marked tlsFailed.
+func (p *Prober) startTLS(ctx context.Context, c *smtpConn, conn net.Conn, host string, step time.Duration, r *Result) (*smtpConn, *Result) {
+	rep, _, err := c.cmd("STARTTLS")
+	r.Step = "starttls"
+	if err != nil {
+		r.Err = fmt.Errorf("STARTTLS: %w", err)
+		return nil, r
+	}
+	if rep.Code != 220 {
+		r.Reply, r.tlsFailed, r.TLS = rep, true, TLSFailed
+		return nil, r
+	}
+	cfg := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12, InsecureSkipVerify: p.TLS != TLSVerify, RootCAs: p.RootCAs}
+	tc := tls.Client(conn, cfg)
+	hctx, cancel := context.WithTimeout(ctx, step)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		r.Err, r.tlsFailed, r.TLS = fmt.Errorf("TLS handshake: %w", err), true, TLSFailed
+		return nil, r
+	}
+	r.Step, r.TLS, r.TLSVersion = "", TLSUpgraded, tls.VersionName(tc.ConnectionState().Version)
+	p.tracef("TLS: upgraded to %s (%s)", r.TLSVersion, tls.CipherSuiteName(tc.ConnectionState().CipherSuite))
+	return newSMTPConn(tc, step, p.Trace), nil
 }
 
 // randomLocal is a local part no real mailbox has: 96 random bits.

@@ -55,9 +55,34 @@ type Result struct {
 	Cached   bool   // answered from the cache
 	Duration time.Duration
 
+	// TLS is how the decisive dialogue was protected: TLSNone, TLSUpgraded,
+	// TLSFailedThenPlain or TLSFailed; TLSVersion names the version used.
+	TLS        TLSOutcome
+	TLSVersion string
+
 	refused    bool // the server refused us, not the address: open the breaker
 	greylisted bool // 4xx at RCPT: worth one re-probe later
+	tlsFailed  bool // STARTTLS was announced but the upgrade failed
 }
+
+// TLSOutcome says whether a probe's dialogue was encrypted.
+type TLSOutcome string
+
+const (
+	TLSNone            TLSOutcome = "none"              // plaintext: no STARTTLS offered, or tls: off
+	TLSUpgraded        TLSOutcome = "tls"               // STARTTLS succeeded
+	TLSFailedThenPlain TLSOutcome = "failed-then-plain" // the upgrade failed; retried in plaintext (may)
+	TLSFailed          TLSOutcome = "failed"            // the upgrade failed; not retried (verify)
+)
+
+// TLSMode is the probes' STARTTLS policy (callout.tls).
+type TLSMode string
+
+const (
+	TLSMay    TLSMode = "may"    // upgrade when offered, any certificate (as smtp_tls_security_level = may)
+	TLSVerify TLSMode = "verify" // upgrade when offered; the chain and the MX name must verify
+	TLSOff    TLSMode = "off"    // never upgrade
+)
 
 // Refused reports whether the server refused the prober itself.
 func (r *Result) Refused() bool { return r.refused }

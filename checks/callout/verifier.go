@@ -62,6 +62,8 @@ type Hooks struct {
 	Probe   func(c Class, d time.Duration)
 	Skip    func(reason string)
 	Breaker func()
+	// TLS reports how a probe's decisive dialogue was protected.
+	TLS func(outcome TLSOutcome)
 	// FleetWait reports a lookup that waited for another replica's probe
 	// and whether its result arrived in time.
 	FleetWait func(found bool)
@@ -236,6 +238,9 @@ func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refr
 	r := v.prober.ProbeAddress(pctx, a)
 	if v.hooks.Probe != nil {
 		v.hooks.Probe(r.Class, r.Duration)
+	}
+	if v.hooks.TLS != nil && r.TLS != "" {
+		v.hooks.TLS(r.TLS)
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer scancel()
@@ -447,8 +452,8 @@ func (a *admission) Done(r *Result) {
 	a.Answered()
 	v := a.v
 	v.hosts.release(a.ip)
-	if r.Reply != nil {
-		v.hosts.succeeded(a.ip)
+	if r.Reply != nil || r.tlsFailed {
+		v.hosts.succeeded(a.ip) // it speaks SMTP
 		return
 	}
 	if r.Err == nil || v.bgCtx.Err() != nil {

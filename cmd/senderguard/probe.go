@@ -13,7 +13,7 @@ import (
 func runProbe(args []string) int {
 	fs := flag.NewFlagSet("probe", flag.ContinueOnError)
 	fs.Usage = func() {
-		fmt.Fprintln(os.Stderr, "usage: senderguard probe [-dns HOST:PORT] [-port N] [-helo NAME] [-callout-allow-private] [-v] ADDRESS")
+		fmt.Fprintln(os.Stderr, "usage: senderguard probe [-dns HOST:PORT] [-port N] [-helo NAME] [-callout-allow-private] [-callout-tls may|verify|off] [-v] ADDRESS")
 		fs.PrintDefaults()
 	}
 	dnsServers := fs.String("dns", "", "DNS servers HOST:PORT[,HOST:PORT...] (default: /etc/resolv.conf)")
@@ -21,6 +21,7 @@ func runProbe(args []string) int {
 	helo := fs.String("helo", "", "our EHLO name (default: host name)")
 	allowPrivate := fs.Bool("callout-allow-private", false, "allow probing loopback and private addresses")
 	catchAll := fs.Bool("catch-all", false, "also probe a random local part")
+	tlsMode := fs.String("callout-tls", "may", "STARTTLS: may, verify or off")
 	timeout := fs.Duration("timeout", 60*time.Second, "time limit for the whole probe")
 	verbose := fs.Bool("v", false, "print the SMTP dialogue on stderr")
 	if err := fs.Parse(args); err != nil {
@@ -32,6 +33,7 @@ func runProbe(args []string) int {
 	}
 	cfg := config.Default()
 	cfg.Callout.Port, cfg.Callout.Helo, cfg.Callout.AllowPrivate, cfg.Callout.CatchAllTest = *port, *helo, *allowPrivate, *catchAll
+	cfg.Callout.TLS = *tlsMode
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(os.Stderr, "senderguard probe:", err)
 		return 2
@@ -50,5 +52,12 @@ func runProbe(args []string) int {
 	r := p.Probe(ctx, fs.Arg(0))
 	fmt.Println(r.Class)
 	fmt.Println(r.Evidence())
+	if *verbose && r.TLS != "" {
+		tls := string(r.TLS)
+		if r.TLSVersion != "" {
+			tls += " " + r.TLSVersion
+		}
+		fmt.Fprintln(os.Stderr, "TLS:", tls)
+	}
 	return 0
 }

@@ -106,6 +106,7 @@ func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, log
 		},
 		Skip:    func(reason string) { m.ProbesSkipped.WithLabelValues(reason).Inc() },
 		Breaker: m.BreakerTrips.Inc,
+		TLS:     func(o callout.TLSOutcome) { m.ProbesTLS.WithLabelValues(string(o)).Inc() },
 		FleetWait: func(found bool) {
 			result := "timeout"
 			if found {
@@ -172,5 +173,5 @@ func newProber(cfg *config.Config, q resolver.Querier) *callout.Prober {
 		helo = filter.Hostname(cfg)
 	}
 	return &callout.Prober{Resolver: q, Port: co.Port, Helo: helo, MailFrom: co.MailFrom,
-		AllowPrivate: co.AllowPrivate, StepTimeout: co.StepTimeout.D(), CatchAllTest: co.CatchAllTest}
+		AllowPrivate: co.AllowPrivate, StepTimeout: co.StepTimeout.D(), CatchAllTest: co.CatchAllTest, TLS: callout.TLSMode(co.TLS)}
 }

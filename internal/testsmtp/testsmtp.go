@@ -6,6 +6,7 @@ package testsmtp
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"strings"
@@ -29,6 +30,17 @@ type Server struct {
 	// Reply overrides the reply to a command; return "" for the default.
 	// Returning "DROP" closes the connection without a reply.
 	Reply func(s *Server, cmd string) string
+
+	// TLS, when set, makes EHLO announce STARTTLS and STARTTLS upgrade
+	// the connection. RequireTLS refuses MAIL before it with 530.
+	// StartTLSReply replaces the 220 (e.g. "454 4.7.0 TLS not available").
+	// BreakHandshake answers 220 and then sends garbage instead of a
+	// handshake. AfterTLS, when set, overrides replies once upgraded.
+	TLS            *tls.Config
+	RequireTLS     bool
+	StartTLSReply  string
+	BreakHandshake bool
+	AfterTLS       func(cmd string) string
 
 	ln    net.Listener
 	mu    sync.Mutex
@@ -130,6 +142,7 @@ func (s *Server) handle(c net.Conn) {
 		fmt.Fprintf(c, "220 test ESMTP\r\n")
 	}
 	r := bufio.NewReader(c)
+	upgraded := false
 	for {
 		line, err := r.ReadString('\n')
 		s.mu.Lock()
@@ -143,8 +156,35 @@ func (s *Server) handle(c net.Conn) {
 		s.cmds = append(s.cmds, cmd)
 		s.mu.Unlock()
 		reply := ""
-		if s.Reply != nil {
+		if upgraded && s.AfterTLS != nil {
+			reply = s.AfterTLS(cmd)
+		}
+		if reply == "" && s.Reply != nil {
 			reply = s.Reply(s, cmd)
+		}
+		u := strings.ToUpper(cmd)
+		switch {
+		case reply != "":
+		case s.TLS != nil && strings.HasPrefix(u, "EHLO") && !upgraded:
+			reply = "250-test\n250-STARTTLS\n250 SMTPUTF8"
+		case s.TLS != nil && u == "STARTTLS" && !upgraded:
+			if s.StartTLSReply != "" {
+				reply = s.StartTLSReply
+				break
+			}
+			c.Write([]byte("220 2.0.0 Ready to start TLS\r\n"))
+			if s.BreakHandshake {
+				c.Write([]byte("this is not a TLS server hello\r\n"))
+				return
+			}
+			tc := tls.Server(c, s.TLS)
+			if err := tc.Handshake(); err != nil {
+				return
+			}
+			c, r, upgraded = tc, bufio.NewReader(tc), true
+			continue
+		case s.RequireTLS && !upgraded && strings.HasPrefix(u, "MAIL FROM:"):
+			reply = "530 5.7.0 Must issue a STARTTLS command first"
 		}
 		if reply == "" {
 			reply = s.defaultReply(cmd)
