@@ -8,7 +8,8 @@
 # the instance (alternate_config_directories). Needs root and the postfix
 # package. Environment: MTA_USERS (only these local parts exist),
 # MILTER_DEFAULT_ACTION (tempfail), MILTER_TIMEOUT (30s), MTA_DOMAINS (the
-# domains it accepts mail for, all into the same Maildir; example.test).
+# domains it accepts mail for, all into the same Maildir; example.test),
+# MTA_TLS_CERT and MTA_TLS_KEY (PEM files: STARTTLS required).
 set -eu
 cmd=${1:?usage: postfix.sh up MILTER [LISTEN] | down}
 dir=${MTA_DIR:-/tmp/senderguard-mta}/postfix
@@ -54,7 +55,9 @@ chown nobody:nogroup "$dir/mail"
 awk -v l="$listen" '$1=="smtp" && $2=="inet" {print l "  inet  n  -  n  -  -  smtpd"; next} {print}' /etc/postfix/master.cf >"$etc/master.cf"
 mailboxes=static:inbox/
 if [ -n "${MTA_USERS:-}" ]; then
-	for u in $MTA_USERS; do echo "$u@example.test inbox/"; done >"$etc/mailboxes"
+	for d in ${MTA_DOMAINS:-example.test}; do
+		for u in $MTA_USERS; do echo "$u@$d inbox/"; done
+	done >"$etc/mailboxes"
 	mailboxes=texthash:$etc/mailboxes
 fi
 [ "$milter" = none ] && milter=
@@ -90,6 +93,14 @@ milter_connect_timeout = 10s
 milter_command_timeout = ${MILTER_TIMEOUT:-30s}
 milter_content_timeout = ${MILTER_TIMEOUT:-30s}
 CF
+if [ -n "${MTA_TLS_CERT:-}" ]; then
+	# A server that insists on TLS: MAIL before STARTTLS gets 530 5.7.0.
+	cat >>"$etc/main.cf" <<CF
+smtpd_tls_cert_file = $MTA_TLS_CERT
+smtpd_tls_key_file = $MTA_TLS_KEY
+smtpd_tls_security_level = encrypt
+CF
+fi
 # postfix reports problems on stderr only when it has a terminal.
 if ! out=$(script -qec "postfix -c '$etc' check && postfix -c '$etc' start" /dev/null 2>&1); then
 	echo "postfix.sh: postfix did not start: $out" >&2

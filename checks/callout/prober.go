@@ -41,7 +41,7 @@ type Prober struct {
 	// replaces the system's roots in verify mode (tests).
 	TLS     TLSMode
 	RootCAs *x509.CertPool
-	Trace        func(string)
+	Trace   func(string)
 	// SkipHost, when set, leaves out mail hosts whose breaker is open.
 	SkipHost func(host string) bool
 	// Gate, when set, admits each connection to a mail host address; it

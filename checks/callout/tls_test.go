@@ -31,7 +31,9 @@ func TestProbeSTARTTLS(t *testing.T) {
 		{"plain-requires", func(s *testsmtp.Server) { s.RequireTLS = true }},
 		{"badcert", func(s *testsmtp.Server) { s.TLS = wrong.ServerConfig() }},
 		{"broken", func(s *testsmtp.Server) { s.TLS, s.BreakHandshake = certs.ServerConfig(), true }},
-		{"refuses454", func(s *testsmtp.Server) { s.TLS, s.StartTLSReply = certs.ServerConfig(), "454 4.7.0 TLS not available due to local problem" }},
+		{"refuses454", func(s *testsmtp.Server) {
+			s.TLS, s.StartTLSReply = certs.ServerConfig(), "454 4.7.0 TLS not available due to local problem"
+		}},
 		{"endless", func(s *testsmtp.Server) { s.TLS, s.AfterTLS = certs.ServerConfig(), endless }},
 	}
 	var zone []string
