@@ -46,6 +46,7 @@ type harness struct {
 	sendmail    *mtaInstance
 	probed      *mtaInstance // the sender domain's mail server, for callouts
 	probePort   int
+	cleanups    []func() // run after all tests (MTAs started by a test, once)
 }
 
 var h *harness
@@ -156,6 +157,9 @@ func run(m *testing.M) (int, error) {
 	defer mtaDown(h.sendmail, "sendmail.sh")
 
 	code := m.Run()
+	for _, f := range h.cleanups {
+		f()
+	}
 
 	// Lifecycle: SIGTERM drains and exits 0.
 	if err := h.stop(); err != nil {

@@ -299,6 +299,7 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 		r.Step, r.Err = "connect", fmt.Errorf("%s: %w", target, err)
 		return r
 	}
+	conn = quickAck(conn)
 	c := newSMTPConn(conn, step, p.Trace)
 	defer c.close()
 	// Close the connection when the whole probe's budget ends.
