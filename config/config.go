@@ -18,10 +18,14 @@ import (
 
 // Config is the whole effective configuration.
 type Config struct {
-	Listen          string   `yaml:"listen"`
-	MetricsListen   string   `yaml:"metrics_listen"`
-	DryRun          bool     `yaml:"dry_run"`
-	TrustedNetworks Networks `yaml:"trusted_networks"`
+	Listen        string `yaml:"listen"`
+	MetricsListen string `yaml:"metrics_listen"`
+	// MetricsWebConfig is a Prometheus exporter web configuration file
+	// (TLS certificate and key, client CA, basic-auth users with bcrypt
+	// hashes) for /metrics, /healthz and /readyz; empty: plain HTTP.
+	MetricsWebConfig string   `yaml:"metrics_web_config"`
+	DryRun           bool     `yaml:"dry_run"`
+	TrustedNetworks  Networks `yaml:"trusted_networks"`
 	// Hostname names us in headers (receiver=, authserv-id) and in our
 	// callout EHLO; empty means the machine's host name.
 	Hostname                string   `yaml:"hostname"`

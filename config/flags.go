@@ -115,6 +115,7 @@ func flagDefs() []flagDef {
 	d := []flagDef{
 		{name: "listen", usage: "milter socket: inet:HOST:PORT or unix:PATH (default inet:127.0.0.1:8896)", set: str(func(c *Config) *string { return &c.Listen })},
 		{name: "metrics-listen", usage: "HOST:PORT for /metrics, /healthz, /readyz; empty disables (default 127.0.0.1:9896)", set: str(func(c *Config) *string { return &c.MetricsListen })},
+		{name: "web-config", usage: "exporter web configuration file (TLS, basic auth) for the metrics listener; empty: plain HTTP", set: str(func(c *Config) *string { return &c.MetricsWebConfig })},
 		{name: "dns", usage: "DNS servers HOST:PORT[,HOST:PORT...] (default: /etc/resolv.conf)", set: list(func(c *Config) *[]string { return &c.DNS.Servers })},
 		{name: "dry-run", boolean: true, usage: "never tempfail or reject; log and mark what would have happened", set: boolean(func(c *Config) *bool { return &c.DryRun })},
 		{name: "trusted-networks", usage: "CIDR[,CIDR...] of clients never judged; empty trusts no one (default 127.0.0.0/8,::1)", set: networks(func(c *Config) *Networks { return &c.TrustedNetworks })},

@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
@@ -70,6 +71,11 @@ func configFlags(name string, args []string) (cfg *config.Config, path string, o
 		return nil, "", nil, 2
 	}
 	cfg, err := loadConfig(*p, ov, 0)
+	if err == nil && cfg.MetricsWebConfig != "" {
+		if err = web.Validate(cfg.MetricsWebConfig); err != nil {
+			err = fmt.Errorf("metrics_web_config %s: %w", cfg.MetricsWebConfig, err)
+		}
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "senderguard: invalid configuration:", err)
 		return nil, "", nil, 1
@@ -140,7 +146,7 @@ func runServe(args []string) int {
 	}
 	srv := filter.NewServer(f, filter.ServerOptions{MaxConnections: cfg.MilterMaxConnections, IdleTimeout: cfg.MilterIdleTimeout.D()})
 	var ready atomic.Bool
-	httpSrv := startHTTP(cfg.MetricsListen, reg, &ready, logger)
+	httpSrv := startHTTP(cfg.MetricsListen, cfg.MetricsWebConfig, reg, &ready, logger)
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
@@ -206,7 +212,10 @@ func reload(f *filter.Filter, path string, ov *config.Overrides, level *slog.Lev
 	logger.Info("configuration reloaded", "config", path, "dry_run", cfg.DryRun)
 }
 
-func startHTTP(addr string, reg *prometheus.Registry, ready *atomic.Bool, logger *slog.Logger) *http.Server {
+// startHTTP serves /metrics, /healthz and /readyz on addr, behind the TLS
+// and basic auth of webConfig when given (exporter-toolkit's web package,
+// as Prometheus exporters do).
+func startHTTP(addr, webConfig string, reg *prometheus.Registry, ready *atomic.Bool, logger *slog.Logger) *http.Server {
 	if addr == "" {
 		return nil
 	}
@@ -226,8 +235,11 @@ func startHTTP(addr string, reg *prometheus.Registry, ready *atomic.Bool, logger
 		logger.Error("metrics listen failed; serving mail without metrics", "addr", addr, "err", err)
 		return nil
 	}
+	no := false
+	flags := &web.FlagConfig{WebListenAddresses: &[]string{addr}, WebSystemdSocket: &no, WebConfigFile: &webConfig}
+	webLog := logger.With("component", "metrics-web")
 	go func() {
-		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := web.Serve(ln, srv, flags, webLog); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("metrics server", "err", err)
 		}
 	}()
