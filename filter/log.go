@@ -5,6 +5,8 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+
+	"github.com/senderguard/senderguard/config"
 )
 
 // logDecision writes the one decision line of the current message.
@@ -14,6 +16,7 @@ func (s *session) logDecision(outcome string) {
 		return
 	}
 	msg.logged = true
+	s.countVerdict(outcome)
 	qid := msg.queueID
 	if qid == "" {
 		qid = "NOQUEUE"
@@ -75,4 +78,31 @@ func (s *session) logDecision(outcome string) {
 	}
 	attrs = append(attrs, slog.Duration("duration", time.Since(msg.start)))
 	s.f.deps.Log.LogAttrs(context.Background(), slog.LevelInfo, "decision", attrs...)
+}
+
+// countVerdict adds the message's one verdict to
+// senderguard_verdicts_total{stage,action}: once per message, whatever its
+// recipients, so that ratios to messages_total are true fractions.
+func (s *session) countVerdict(outcome string) {
+	mt := s.f.deps.Metrics
+	if mt == nil {
+		return
+	}
+	msg := s.msg
+	stage, action := msg.applied, "none" // ended without a verdict (aborted, disconnected)
+	if stage == "" {
+		stage = "eom"
+	}
+	v := msg.verdict.Action
+	switch {
+	case msg.skip != "":
+		action = "skip"
+	case outcome == "dry-run":
+		action = "dry_run_" + string(v)
+	case msg.applied != "" && v != config.Accept && v != "":
+		action = string(v)
+	case outcome == "accept":
+		action = "accept"
+	}
+	mt.Verdicts.WithLabelValues(stage, action).Inc()
 }

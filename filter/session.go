@@ -222,22 +222,15 @@ func (s *session) observe(check, result string, start time.Time) {
 func (s *session) apply(stage string) *milter.Response {
 	msg := s.msg
 	v := msg.verdict
-	mt := s.f.deps.Metrics
 	if v.Action == config.Accept || v.Action == "" {
 		return respContinue
 	}
 	if msg.rt.cfg.DryRun {
-		if !msg.logged && mt != nil {
-			mt.Verdicts.WithLabelValues(stage, "dry_run_"+string(v.Action)).Inc()
-		}
 		if !msg.logged {
 			msg.applied = stage
 			s.logDecision("dry-run")
 		}
 		return respContinue
-	}
-	if mt != nil {
-		mt.Verdicts.WithLabelValues(stage, string(v.Action)).Inc()
 	}
 	if !msg.logged {
 		msg.applied = stage
@@ -331,13 +324,6 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 		}
 	}
 	if !msg.logged {
-		if mt := s.f.deps.Metrics; mt != nil {
-			action := "accept"
-			if msg.skip != "" {
-				action = "skip"
-			}
-			mt.Verdicts.WithLabelValues("eom", action).Inc()
-		}
 		s.logDecision("accept")
 	}
 	s.msg = nil

@@ -93,5 +93,40 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 		m.CacheRequests, m.CacheEvictions, m.DNSQueries, m.DNSDuration, m.DNSServerUp, m.MilterErrors, m.ConfigReloads,
 		m.Probes, m.ProbeDuration, m.ProbesTLS, m.ProbesSkipped, m.BreakerTrips, m.FleetWaits, m.StoreUp, m.StoreErrors, m.BuildInfo)
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
+	m.zero()
 	return m
 }
+
+// zero creates every labelled series the alerts and the dashboard use with
+// its known label values, at 0: a series that first appears at 1 makes
+// increase() and rate() see nothing, and panels show "No data".
+func (m *Metrics) zero() {
+	for _, r := range []string{"success", "failure"} {
+		m.ConfigReloads.WithLabelValues(r)
+	}
+	for _, k := range MilterErrorKinds {
+		m.MilterErrors.WithLabelValues(k)
+	}
+	for _, stage := range []string{"mail", "rcpt", "eom"} {
+		for _, a := range []string{"accept", "reject", "tempfail", "dry_run_reject", "dry_run_tempfail", "skip", "none"} {
+			m.Verdicts.WithLabelValues(stage, a)
+		}
+	}
+	for _, qt := range []string{"TXT", "A", "AAAA", "MX", "PTR"} {
+		for _, o := range []string{"noerror", "nxdomain", "servfail", "refused", "timeout", "error"} {
+			m.DNSQueries.WithLabelValues(qt, o)
+		}
+	}
+	for _, c := range []string{"exists", "not-exists", "catch-all", "null-mx", "no-mail-host", "unknown"} {
+		m.Probes.WithLabelValues(c)
+	}
+	for _, o := range []string{"none", "tls", "failed-then-plain", "failed"} {
+		m.ProbesTLS.WithLabelValues(o)
+	}
+	for _, r := range []string{"result", "timeout"} {
+		m.FleetWaits.WithLabelValues(r)
+	}
+}
+
+// MilterErrorKinds are the kinds of senderguard_milter_errors_total.
+var MilterErrorKinds = []string{"read", "negotiate", "command", "write", "unknown_command", "panic", "accept", "connection_limit", "other"}

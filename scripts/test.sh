@@ -4,6 +4,9 @@
 set -eu
 cd "$(dirname "$0")/.."
 scripts/deps.sh
+echo "== alert rules (promtool)"
+promtool check rules deploy/monitoring/alerts.yaml
+promtool test rules deploy/monitoring/alerts_test.yaml
 echo "== go vet"
 go vet ./...
 go vet -tags e2e ./e2e
