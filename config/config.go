@@ -18,7 +18,11 @@ import (
 
 // Config is the whole effective configuration.
 type Config struct {
-	Listen        string `yaml:"listen"`
+	Listen string `yaml:"listen"`
+	// ListenMode and ListenGroup set a unix milter socket's permissions:
+	// only the MTA's group should reach it.
+	ListenMode    string `yaml:"listen_mode"`
+	ListenGroup   string `yaml:"listen_group"`
 	MetricsListen string `yaml:"metrics_listen"`
 	// MetricsWebConfig is a Prometheus exporter web configuration file
 	// (TLS certificate and key, client CA, basic-auth users with bcrypt
@@ -188,6 +192,7 @@ func Default() *Config {
 	accept := mustAction("accept")
 	return &Config{
 		Listen:                  "inet:127.0.0.1:8896",
+		ListenMode:              "0660",
 		MetricsListen:           "127.0.0.1:9896",
 		TrustedNetworks:         Networks{mustPrefix("127.0.0.0/8"), mustPrefix("::1/128")},
 		RemoveForgedAuthResults: true,

@@ -114,6 +114,8 @@ func action(f func(c *Config) *Action) setter {
 func flagDefs() []flagDef {
 	d := []flagDef{
 		{name: "listen", usage: "milter socket: inet:HOST:PORT or unix:PATH (default inet:127.0.0.1:8896)", set: str(func(c *Config) *string { return &c.Listen })},
+		{name: "listen-mode", usage: "permissions of a unix milter socket, octal (default 0660)", set: str(func(c *Config) *string { return &c.ListenMode })},
+		{name: "listen-group", usage: "group of a unix milter socket, e.g. postfix (default: ours)", set: str(func(c *Config) *string { return &c.ListenGroup })},
 		{name: "metrics-listen", usage: "HOST:PORT for /metrics, /healthz, /readyz; empty disables (default 127.0.0.1:9896)", set: str(func(c *Config) *string { return &c.MetricsListen })},
 		{name: "web-config", usage: "exporter web configuration file (TLS, basic auth) for the metrics listener; empty: plain HTTP", set: str(func(c *Config) *string { return &c.MetricsWebConfig })},
 		{name: "dns", usage: "DNS servers HOST:PORT[,HOST:PORT...] (default: /etc/resolv.conf)", set: list(func(c *Config) *[]string { return &c.DNS.Servers })},

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,6 +50,9 @@ func (p Prefix) MarshalYAML() (any, error)   { return p.String(), nil }
 func (c *Config) Validate() error {
 	if err := validateSocket(c.Listen); err != nil {
 		return fieldErr("listen", "%v", err)
+	}
+	if m, err := strconv.ParseUint(c.ListenMode, 8, 32); err != nil || m > 0o777 {
+		return fieldErr("listen_mode", "%q: want octal permissions such as 0660", c.ListenMode)
 	}
 	if c.MetricsListen != "" && !strings.Contains(c.MetricsListen, ":") {
 		return fieldErr("metrics_listen", "want HOST:PORT, or empty to disable")

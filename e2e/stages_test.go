@@ -196,12 +196,17 @@ func TestForgedAuthenticationResultsRemoved(t *testing.T) {
 		tok := token(t)
 		r := c.data(tok,
 			"Authentication-Results: mx.example.test; spf=pass smtp.mailfrom=ivan@soft.test",
-			"Authentication-Results: other.example; dkim=pass header.d=soft.test")
+			"Authentication-Results: other.example; dkim=pass header.d=soft.test",
+			"Received-SPF: pass (forged) client-ip=127.0.0.17; envelope-from=ivan@soft.test")
 		if r.Code != 250 {
 			t.Fatalf("end of data: %v", r)
 		}
 		c.quit()
-		ars := headerValues(delivered(t, m, tok), "Authentication-Results")
+		hdrs := delivered(t, m, tok)
+		if rs := headerValues(hdrs, "Received-SPF"); len(rs) != 1 || !strings.HasPrefix(rs[0], "softfail") {
+			t.Errorf("Received-SPF: %q, want only ours", rs)
+		}
+		ars := headerValues(hdrs, "Authentication-Results")
 		want := []string{
 			"mx.example.test; spf=softfail smtp.mailfrom=ivan@soft.test; spf=none smtp.helo=client.test",
 			"other.example; dkim=pass header.d=soft.test",

@@ -42,6 +42,9 @@ type message struct {
 	logged   bool
 	arSeen   int   // Authentication-Results fields seen
 	forgedAR []int // their 1-based indices that claim our authserv-id
+	// receivedSPF counts incoming Received-SPF fields (removed with the
+	// forged Authentication-Results).
+	receivedSPF int
 
 	// With recipient_domains: what each recipient got.
 	nullMXChecked bool
@@ -267,6 +270,12 @@ func (s *session) Data(m milter.Modifier) (*milter.Response, error) { return res
 // authserv-id; nothing else of the header section is kept.
 func (s *session) Header(name, value string, m milter.Modifier) (*milter.Response, error) {
 	msg := s.msg
+	if msg != nil && strings.EqualFold(name, "Received-SPF") {
+		// It names no authserv-id and DMARC verifiers trust it blindly:
+		// every incoming one is someone else's claim.
+		msg.receivedSPF++
+		return respContinue, nil
+	}
 	if msg == nil || !strings.EqualFold(name, "Authentication-Results") {
 		return respContinue, nil
 	}
@@ -312,6 +321,11 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 	if msg.rt.cfg.RemoveForgedAuthResults && m.Actions()&milter.OptChangeHeader != 0 {
 		for i := len(msg.forgedAR) - 1; i >= 0; i-- {
 			if err := m.ChangeHeader(msg.forgedAR[i], "Authentication-Results", ""); err != nil {
+				return nil, err
+			}
+		}
+		for i := min(msg.receivedSPF, maxForged); i >= 1; i-- {
+			if err := m.ChangeHeader(i, "Received-SPF", ""); err != nil {
 				return nil, err
 			}
 		}

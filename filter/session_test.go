@@ -185,6 +185,7 @@ func TestSessionCleanMessageHeaders(t *testing.T) {
 			r.want(s.DataStart())
 			r.want(s.HeaderField("Authentication-Results", "other.example; dkim=pass", nil))
 			r.want(s.HeaderField("Authentication-Results", " mx.test; spf=pass smtp.mailfrom=forged@pass.test", nil))
+			r.want(s.HeaderField("Received-SPF", " pass (forged) client-ip=192.0.2.10", nil))
 			macros.Set("i", "QID123")
 			r.want(s.HeaderEnd())
 			mods, act, err := s.BodyReadFrom(strings.NewReader("body\r\n"))
@@ -195,6 +196,7 @@ func TestSessionCleanMessageHeaders(t *testing.T) {
 			}
 			want := []string{
 				"7 Authentication-Results[2]: ",
+				"7 Received-SPF[1]: ",
 				"8 Received-SPF[1]: pass (mx.test: domain of a@pass.test designates 192.0.2.10 as permitted sender) client-ip=192.0.2.10; envelope-from=a@pass.test; helo=client.test; receiver=mx.test; identity=mailfrom; mechanism=ip4:192.0.2.0/24",
 				"8 Authentication-Results[1]: mx.test; spf=pass smtp.mailfrom=a@pass.test; spf=pass smtp.helo=client.test",
 			}

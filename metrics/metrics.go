@@ -35,6 +35,8 @@ type Metrics struct {
 	StoreUp           prometheus.Gauge
 	StoreErrors       *prometheus.CounterVec // kind
 	BuildInfo         *prometheus.GaugeVec
+	// HostnameUnqualified is 1 when our name has no dot (a pod name).
+	HostnameUnqualified prometheus.Gauge
 }
 
 // New creates the collectors and registers them on reg.
@@ -86,12 +88,14 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "1 while the shared store (Redis) is in use; 0 while this replica works alone from memory."}),
 		StoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_errors_total",
 			Help: "Shared store (Redis) errors by kind (timeout, connection, redis, bad_value)."}, []string{"kind"}),
+		HostnameUnqualified: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "hostname_unqualified",
+			Help: "1 when our hostname (authserv-id, Received-SPF receiver, probe EHLO) is not a fully qualified domain name."}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "build_info",
 			Help: "Build information; always 1."}, []string{"version", "goversion"}),
 	}
 	reg.MustRegister(m.Sessions, m.ActiveSessions, m.Messages, m.Verdicts, m.RecipientVerdicts, m.CheckResults, m.CheckDuration,
 		m.CacheRequests, m.CacheEvictions, m.DNSQueries, m.DNSDuration, m.DNSServerUp, m.MilterErrors, m.ConfigReloads,
-		m.Probes, m.ProbeDuration, m.ProbesTLS, m.ProbesSkipped, m.BreakerTrips, m.FleetWaits, m.StoreUp, m.StoreErrors, m.BuildInfo)
+		m.Probes, m.ProbeDuration, m.ProbesTLS, m.ProbesSkipped, m.BreakerTrips, m.FleetWaits, m.StoreUp, m.StoreErrors, m.HostnameUnqualified, m.BuildInfo)
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	m.zero()
 	return m

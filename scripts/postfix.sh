@@ -9,7 +9,8 @@
 # package. Environment: MTA_USERS (only these local parts exist),
 # MILTER_DEFAULT_ACTION (tempfail), MILTER_TIMEOUT (30s), MTA_DOMAINS (the
 # domains it accepts mail for, all into the same Maildir; example.test),
-# MTA_TLS_CERT and MTA_TLS_KEY (PEM files: STARTTLS required).
+# MTA_TLS_CERT and MTA_TLS_KEY (PEM files: STARTTLS required), MTA_CHROOT
+# (y: smtpd chrooted in the queue directory).
 set -eu
 cmd=${1:?usage: postfix.sh up MILTER [LISTEN] | down}
 dir=${MTA_DIR:-/tmp/senderguard-mta}/postfix
@@ -52,7 +53,9 @@ chmod 755 "$dir" "$(dirname "$dir")"
 chown postfix "$dir/data"
 chown nobody:nogroup "$dir/mail"
 # master.cf: the stock services, with the smtpd listener moved to $listen.
-awk -v l="$listen" '$1=="smtp" && $2=="inet" {print l "  inet  n  -  n  -  -  smtpd"; next} {print}' /etc/postfix/master.cf >"$etc/master.cf"
+# MTA_CHROOT=y runs smtpd chrooted in the queue directory, as Debian's
+# stock master.cf does.
+awk -v l="$listen" -v c="${MTA_CHROOT:-n}" '$1=="smtp" && $2=="inet" {print l "  inet  n  -  " c "  -  -  smtpd"; next} {print}' /etc/postfix/master.cf >"$etc/master.cf"
 mailboxes=static:inbox/
 if [ -n "${MTA_USERS:-}" ]; then
 	for d in ${MTA_DOMAINS:-example.test}; do

@@ -10,6 +10,9 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"os/user"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -142,7 +145,16 @@ func runServe(args []string) int {
 		return 1
 	}
 	if network == "unix" {
-		_ = os.Chmod(addr, 0o666) // the MTA runs as another user
+		if err := socketPermissions(addr, cfg.ListenMode, cfg.ListenGroup); err != nil {
+			logger.Error("milter socket", "listen", cfg.Listen, "err", err)
+			return 1
+		}
+	}
+	if h := filter.Hostname(cfg); !strings.Contains(strings.TrimSuffix(h, "."), ".") {
+		// Our name goes into the authserv-id, Received-SPF and the EHLO of
+		// probes: a pod name there breaks DMARC verifiers' trust lists.
+		logger.Warn("hostname is not a fully qualified domain name; set hostname (and authserv_id)", "hostname", h)
+		m.HostnameUnqualified.Set(1)
 	}
 	srv := filter.NewServer(f, filter.ServerOptions{MaxConnections: cfg.MilterMaxConnections, IdleTimeout: cfg.MilterIdleTimeout.D()})
 	var ready atomic.Bool
@@ -187,6 +199,26 @@ func runServe(args []string) int {
 			return 0
 		}
 	}
+}
+
+// socketPermissions gives a unix milter socket its mode and group, so that
+// only the MTA's group can connect.
+func socketPermissions(path, mode, group string) error {
+	m, err := strconv.ParseUint(mode, 8, 32)
+	if err != nil {
+		return err
+	}
+	if group != "" {
+		g, err := user.LookupGroup(group)
+		if err != nil {
+			return err
+		}
+		gid, _ := strconv.Atoi(g.Gid)
+		if err := os.Chown(path, -1, gid); err != nil {
+			return err
+		}
+	}
+	return os.Chmod(path, os.FileMode(m))
 }
 
 // reloadSettle is how long a reload waits to see the file unchanged.
