@@ -180,7 +180,7 @@ func TestCacheForgetThroughTheRunningInstance(t *testing.T) {
 	refused()
 	probes := probedRcpts(t)
 	run := func(args ...string) (string, int) {
-		out, err := exec.Command(h.bin, append([]string{"cache"}, args...)...).CombinedOutput()
+		out, err := exec.Command(h.bin, append([]string{"cache", args[0], "-admin", h.adminAddr}, args[1:]...)...).CombinedOutput()
 		code := 0
 		if ee, ok := err.(*exec.ExitError); ok {
 			code = ee.ExitCode()

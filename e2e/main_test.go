@@ -38,6 +38,7 @@ type harness struct {
 	dns         *testdns.Server
 	milterAddr  string
 	metricsAddr string
+	adminAddr   string
 	cfgPath     string
 	cmd         *exec.Cmd
 	logPath     string
@@ -122,7 +123,7 @@ func run(m *testing.M) (int, error) {
 	}
 	defer h.dns.Close()
 	h.dns.ServFail("temp.test")
-	h.milterAddr, h.metricsAddr = freePort(), freePort()
+	h.milterAddr, h.metricsAddr, h.adminAddr = freePort(), freePort(), freePort()
 	_, pp, _ := net.SplitHostPort(freePort())
 	h.probePort, _ = strconv.Atoi(pp)
 	h.probed = &mtaInstance{name: "postfix", addr: "127.0.0.60:" + pp, dir: filepath.Join(work, "probed")}
@@ -193,7 +194,7 @@ func (h *harness) start() error {
 		return err
 	}
 	h.cmd = exec.Command(h.bin, "serve", "-config", h.cfgPath, "-listen", "inet:"+h.milterAddr,
-		"-metrics-listen", h.metricsAddr, "-dns", h.dns.Addr, "-callout-port", strconv.Itoa(h.probePort))
+		"-metrics-listen", h.metricsAddr, "-admin", h.adminAddr, "-dns", h.dns.Addr, "-callout-port", strconv.Itoa(h.probePort))
 	h.cmd.Stdout, h.cmd.Stderr = logf, logf
 	if err := h.cmd.Start(); err != nil {
 		return err

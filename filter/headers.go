@@ -37,7 +37,10 @@ func (s *session) headers() []header {
 func authResults(id string, f *Facts) string {
 	var parts []string
 	if r := f.SPFMail; r != nil && r.Identity == spf.MailFrom {
-		parts = append(parts, resinfo(r, "smtp.mailfrom", r.Sender))
+		// The domain, as RFC 8601 §2.7.2 allows: DMARC verifiers
+		// (OpenDMARC) compare smtp.mailfrom with the envelope domain and
+		// ignore a full address.
+		parts = append(parts, resinfo(r, "smtp.mailfrom", domainOf(r.Sender)))
 	}
 	if r := f.SPFHelo; r != nil {
 		parts = append(parts, resinfo(r, "smtp.helo", f.HELO))

@@ -4,7 +4,7 @@
 # Sendmail binaries need (Sendmail itself is unpacked by sendmail.sh, as it
 # conflicts with postfix), redis-server, and the Go modules.
 set -eu
-pkgs="postfix swaks redis-server prometheus m4 libdb5.3 libldap-2.5-0 liblockfile1 libnsl2 libsasl2-2 libssl3 libwrap0 iproute2"
+pkgs="postfix swaks redis-server prometheus opendmarc m4 libdb5.3 libldap-2.5-0 liblockfile1 libnsl2 libsasl2-2 libssl3 libwrap0 iproute2"
 missing=
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
