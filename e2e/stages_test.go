@@ -217,6 +217,19 @@ func TestForgedAuthenticationResultsRemoved(t *testing.T) {
 	})
 }
 
+// oldPolicyInForce checks that an SPF fail is still refused after a
+// reload was refused.
+func oldPolicyInForce(t *testing.T) {
+	t.Helper()
+	c := dial(t, h.postfix.addr, "127.0.0.18")
+	c.expect(250, "EHLO client.test")
+	c.expect(250, "MAIL FROM:<judy@fail.test>")
+	if r := c.cmd("RCPT TO:<u@example.test>"); r.Code != 550 {
+		t.Fatalf("old policy not in force: %v", r)
+	}
+	c.quit()
+}
+
 // TestReloads runs last among the stage tests: it changes the policy.
 func TestReloads(t *testing.T) {
 	t.Run("broken config keeps serving", func(t *testing.T) {
@@ -228,13 +241,7 @@ func TestReloads(t *testing.T) {
 		if want := fmt.Sprintf("line %d: field no_such_key not found", strings.Count(baseConfig, "\n")+1); !strings.Contains(h.log(), want) {
 			t.Errorf("reload error does not name the line:\n%s", tail(h.log(), 3))
 		}
-		c := dial(t, h.postfix.addr, "127.0.0.18")
-		c.expect(250, "EHLO client.test")
-		c.expect(250, "MAIL FROM:<judy@fail.test>")
-		if r := c.cmd("RCPT TO:<u@example.test>"); r.Code != 550 {
-			t.Fatalf("old policy not in force: %v", r)
-		}
-		c.quit()
+		oldPolicyInForce(t)
 	})
 	t.Run("half-written config is refused", func(t *testing.T) {
 		// An editor writing in place, caught mid-write: valid YAML, but
@@ -243,13 +250,7 @@ func TestReloads(t *testing.T) {
 		if !strings.Contains(h.log(), "does not end with a newline") {
 			t.Errorf("reload error does not say why:\n%s", tail(h.log(), 3))
 		}
-		c := dial(t, h.postfix.addr, "127.0.0.18")
-		c.expect(250, "EHLO client.test")
-		c.expect(250, "MAIL FROM:<judy@fail.test>")
-		if r := c.cmd("RCPT TO:<u@example.test>"); r.Code != 550 {
-			t.Fatalf("old policy not in force: %v", r)
-		}
-		c.quit()
+		oldPolicyInForce(t)
 	})
 	t.Run("dry run delivers and marks", func(t *testing.T) {
 		h.reload(t, baseConfig+"dry_run: true\n", true)

@@ -132,15 +132,9 @@ func TestFleetRidesOutARedisOutage(t *testing.T) {
 // BenchmarkFleetVerifyHit is the MAIL FROM path's cache hit with the
 // store shared through Redis: the near-cache answers, Redis is not asked.
 func BenchmarkFleetVerifyHit(b *testing.B) {
-	redis := testredis.Start(b)
-	store := cache.NewShared(func() (*cache.Redis, error) {
-		return cache.NewRedis(cache.RedisOptions{URL: redis.URL(), Timeout: time.Second})
-	}, mustMemory(b), cache.SharedHooks{}, nil)
-	defer store.Close()
-	v := callout.NewVerifier(&callout.Prober{}, store, callout.VerifierConfig{GlobalConcurrency: 1, PerDomainConcurrency: 1, PerDomainRatePerMinute: 1}, callout.Hooks{}, nil)
-	defer v.Close()
+	v := benchReplica(b, testredis.Start(b))
 	ctx := context.Background()
-	store.Set(ctx, "a:alice@example.com", cache.Entry{Kind: string(callout.Exists), Code: 250, Enhanced: "2.1.5", Stored: 1 << 40}, time.Hour)
+	v.Store().Set(ctx, "a:alice@example.com", cache.Entry{Kind: string(callout.Exists), Code: 250, Enhanced: "2.1.5", Stored: 1 << 40}, time.Hour)
 	time.Sleep(2100 * time.Millisecond) // past the replica's own read-your-writes window
 	if r := v.Verify(ctx, "alice@example.com"); !r.Cached || r.Class != callout.Exists {
 		b.Fatalf("not a cache hit: %+v", r)
@@ -175,13 +169,7 @@ func BenchmarkFleetSixteenConcurrent(b *testing.B) {
 	redis := testredis.Start(b)
 	var fleet []*callout.Verifier
 	for range 4 {
-		store := cache.NewShared(func() (*cache.Redis, error) {
-			return cache.NewRedis(cache.RedisOptions{URL: redis.URL(), Timeout: time.Second})
-		}, mustMemory(b), cache.SharedHooks{}, nil)
-		defer store.Close()
-		v := callout.NewVerifier(&callout.Prober{}, store, callout.VerifierConfig{GlobalConcurrency: 1, PerDomainConcurrency: 1, PerDomainRatePerMinute: 1}, callout.Hooks{}, nil)
-		defer v.Close()
-		fleet = append(fleet, v)
+		fleet = append(fleet, benchReplica(b, redis))
 	}
 	ctx := context.Background()
 	for i := range 1000 {
@@ -202,10 +190,17 @@ func BenchmarkFleetSixteenConcurrent(b *testing.B) {
 	})
 }
 
-func mustMemory(b *testing.B) *cache.Memory {
+// benchReplica is a verifier on a store shared through redis, with no
+// prober: benchmarks of the cache path.
+func benchReplica(b *testing.B, redis *testredis.Server) *callout.Verifier {
 	m, err := cache.NewMemory(100000, nil, cache.Hooks{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	return m
+	store := cache.NewShared(func() (*cache.Redis, error) {
+		return cache.NewRedis(cache.RedisOptions{URL: redis.URL(), Timeout: time.Second})
+	}, m, cache.SharedHooks{}, nil)
+	v := callout.NewVerifier(&callout.Prober{}, store, callout.VerifierConfig{GlobalConcurrency: 1, PerDomainConcurrency: 1, PerDomainRatePerMinute: 1}, callout.Hooks{}, nil)
+	b.Cleanup(func() { v.Close(); store.Close() })
+	return v
 }

@@ -81,13 +81,8 @@ func TestCacheCommandOnRedis(t *testing.T) {
 // the admin endpoint of a running senderguard.
 func TestCacheCommandOnARunningInstance(t *testing.T) {
 	bin := build(t)
-	free := func() string {
-		l, _ := net.Listen("tcp", "127.0.0.1:0")
-		defer l.Close()
-		return l.Addr().String()
-	}
-	admin := free()
-	cmd := exec.Command(bin, "serve", "-listen", "inet:"+free(), "-metrics-listen", "", "-admin", admin, "-dns", "127.0.0.1:1")
+	admin := freeAddr()
+	cmd := exec.Command(bin, "serve", "-listen", "inet:"+freeAddr(), "-metrics-listen", "", "-admin", admin, "-dns", "127.0.0.1:1")
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +102,7 @@ func TestCacheCommandOnARunningInstance(t *testing.T) {
 	if code != 2 {
 		t.Errorf("forget of garbage: exit %d, want 2\n%s", code, out)
 	}
-	out, code = run(t, bin, "cache", "show", "-admin", free(), "x@y.test")
+	out, code = run(t, bin, "cache", "show", "-admin", freeAddr(), "x@y.test")
 	if code != 2 || !strings.Contains(out, "running instance at") {
 		t.Errorf("no instance: exit %d\n%s", code, out)
 	}

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,9 +17,7 @@ func TestUnqualifiedHostnameWarns(t *testing.T) {
 		hostname string
 		warn     bool
 	}{{"3f2a1b9c8d7e", true}, {"mx.example.org", false}} {
-		l, _ := net.Listen("tcp", "127.0.0.1:0")
-		addr := l.Addr().String()
-		l.Close()
+		addr := freeAddr()
 		logPath := filepath.Join(t.TempDir(), "log")
 		logf, _ := os.Create(logPath)
 		cmd := exec.Command(bin, "serve", "-listen", "inet:"+addr, "-metrics-listen", "", "-admin", "", "-dns", "127.0.0.1:1", "-hostname", tc.hostname)

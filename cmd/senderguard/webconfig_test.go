@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -27,15 +26,10 @@ func TestMetricsBehindTLSAndBasicAuth(t *testing.T) {
 	hash, _ := bcrypt.GenerateFromPassword([]byte("scrape-pw"), bcrypt.MinCost)
 	webCfg := filepath.Join(dir, "web.yaml")
 	os.WriteFile(webCfg, []byte(fmt.Sprintf("tls_server_config:\n  cert_file: %s\n  key_file: %s\nbasic_auth_users:\n  prometheus: %s\n", certs.CertFile, certs.KeyFile, hash)), 0o600)
-	free := func() string {
-		l, _ := net.Listen("tcp", "127.0.0.1:0")
-		defer l.Close()
-		return l.Addr().String()
-	}
-	metrics := free()
+	metrics := freeAddr()
 	logPath := filepath.Join(dir, "log")
 	logf, _ := os.Create(logPath)
-	cmd := exec.Command(bin, "serve", "-listen", "inet:"+free(), "-metrics-listen", metrics, "-admin", "", "-dns", "127.0.0.1:1", "-web-config", webCfg)
+	cmd := exec.Command(bin, "serve", "-listen", "inet:"+freeAddr(), "-metrics-listen", metrics, "-admin", "", "-dns", "127.0.0.1:1", "-web-config", webCfg)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
