@@ -4,7 +4,7 @@
 # Sendmail binaries need (Sendmail itself is unpacked by sendmail.sh, as it
 # conflicts with postfix), redis-server, and the Go modules.
 set -eu
-pkgs="postfix swaks redis-server prometheus opendmarc m4 libdb5.3 libldap-2.5-0 liblockfile1 libnsl2 libsasl2-2 libssl3 libwrap0 iproute2"
+pkgs="postfix swaks redis-server prometheus opendmarc podman runc busybox-static m4 libdb5.3 libldap-2.5-0 liblockfile1 libnsl2 libsasl2-2 libssl3 libwrap0 iproute2"
 missing=
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -23,6 +23,13 @@ if [ ! -x "$root/usr/libexec/sendmail/sendmail" ]; then
 	mkdir -p "$root"
 	for deb in "$debs"/*.deb; do dpkg -x "$deb" "$root"; done
 	rm -rf "$debs"
+fi
+# Podman with runc (crun cannot start containers on these hosts), and
+# rlimits the container init may set without CAP_SYS_RESOURCE.
+conf=/etc/containers/containers.conf.d/senderguard-tests.conf
+if [ ! -f "$conf" ]; then
+	mkdir -p "$(dirname "$conf")"
+	printf '[engine]\nruntime = "runc"\n[containers]\ndefault_ulimits = ["nofile=8192:8192", "nproc=4096:4096"]\n' >"$conf"
 fi
 cd "$(dirname "$0")/.."
 go mod download

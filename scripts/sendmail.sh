@@ -70,6 +70,7 @@ define(\`confMILTER_MACROS_ENVRCPT', \`{rcpt_mailer}, {rcpt_host}, {rcpt_addr}')
 define(\`confMILTER_MACROS_EOM', \`i, {msg_id}')dnl
 FEATURE(\`nocanonify')dnl
 FEATURE(\`accept_unresolvable_domains')dnl
+FEATURE(\`no_default_msa')dnl
 RELAY_DOMAIN(\`example.test')dnl
 DAEMON_OPTIONS(\`Port=${listen##*:}, Addr=${listen%:*}, Name=MTA')dnl
 INPUT_MAIL_FILTER(\`senderguard', \`S=$milter, F=T, T=C:10s;S:30s;R:30s;E:60s')dnl

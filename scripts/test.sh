@@ -15,4 +15,4 @@ go test -race -count=1 ./...
 echo "== memory bounds, measured without the race detector"
 go test -count=1 -run 'TestHeaderFloodMemoryIsBounded' -v ./filter
 echo "== end-to-end: real Postfix and Sendmail"
-go test -tags e2e -count=1 -v ./e2e
+go test -tags e2e -count=1 -timeout 20m -v ./e2e

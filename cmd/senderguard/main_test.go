@@ -49,6 +49,7 @@ func TestCommands(t *testing.T) {
 		{[]string{"-config", filepath.Join(dir, "missing.yaml")}, 1, "no such file"},
 		{[]string{"spf", "-ip", "not-an-ip"}, 2, "-ip must be an IP address"},
 		{[]string{"probe"}, 2, "usage: senderguard probe"},
+		{[]string{"serve", "-dry-run", "version"}, 2, "unexpected argument \"version\""},
 		{[]string{"frobnicate"}, 2, "unknown command"},
 	}
 	for _, tc := range tests {

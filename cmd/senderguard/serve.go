@@ -73,6 +73,12 @@ func configFlags(name string, args []string) (cfg *config.Config, path string, o
 	if err := fs.Parse(args); err != nil {
 		return nil, "", nil, 2
 	}
+	if fs.NArg() > 0 {
+		// "IMAGE version" against an entrypoint that says serve would
+		// otherwise start a server.
+		fmt.Fprintf(os.Stderr, "senderguard %s: unexpected argument %q (flags only)\n", name, fs.Arg(0))
+		return nil, "", nil, 2
+	}
 	cfg, err := loadConfig(*p, ov, 0)
 	if err == nil && cfg.MetricsWebConfig != "" {
 		if err = web.Validate(cfg.MetricsWebConfig); err != nil {
