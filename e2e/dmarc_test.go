@@ -28,15 +28,15 @@ func TestOpenDMARCReadsOurAuthenticationResults(t *testing.T) {
 	}
 	// OpenDMARC asks the system resolver: its own DNS on port 53, seen
 	// through a resolv.conf bind-mounted in its mount namespace.
-	dmarcDNS, err := testdns.New("127.0.0.54:53", `_dmarc.aligned.test. 300 IN TXT "v=DMARC1; p=reject"`)
+	dmarcDNS, err := testdns.New("127.0.0.153:53", `_dmarc.aligned.test. 300 IN TXT "v=DMARC1; p=reject"`)
 	if err != nil {
-		t.Skipf("no DNS server on 127.0.0.54:53: %v", err)
+		t.Skipf("no DNS server on 127.0.0.153:53: %v", err)
 	}
 	defer dmarcDNS.Close()
 	dir := filepath.Join(h.work, "opendmarc")
 	os.MkdirAll(dir, 0o755)
 	resolv := filepath.Join(dir, "resolv.conf")
-	os.WriteFile(resolv, []byte("nameserver 127.0.0.54\n"), 0o644)
+	os.WriteFile(resolv, []byte("nameserver 127.0.0.153\n"), 0o644)
 	ignore := filepath.Join(dir, "ignore")
 	os.WriteFile(ignore, []byte("192.0.2.254\n"), 0o644)
 	port := strings.Split(freePort(), ":")[1]
