@@ -32,7 +32,9 @@ type Metrics struct {
 	ProbesSkipped     *prometheus.CounterVec // reason
 	BreakerTrips      prometheus.Counter
 	FleetWaits        *prometheus.CounterVec // result
-	StoreUp           prometheus.Gauge
+	// StoreUp has no labels, but is a vector so that it is absent until a
+	// shared store is configured: a lone replica must not look "down".
+	StoreUp           *prometheus.GaugeVec
 	StoreErrors       *prometheus.CounterVec // kind
 	BuildInfo         *prometheus.GaugeVec
 	// HostnameUnqualified is 1 when our name has no dot (a pod name).
@@ -84,8 +86,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "Mail hosts or domains marked unprobeable because they refused our probes."}),
 		FleetWaits: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "callout_fleet_waits_total",
 			Help: "Lookups that waited for another replica's probe of the same address, by result (result, timeout)."}, []string{"result"}),
-		StoreUp: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "store_up",
-			Help: "1 while the shared store (Redis) is in use; 0 while this replica works alone from memory."}),
+		StoreUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "store_up",
+			Help: "1 while the shared store (Redis) is in use; 0 while this replica works alone from memory. Absent without redis.url."}, nil),
 		StoreErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "store_errors_total",
 			Help: "Shared store (Redis) errors by kind (timeout, connection, redis, bad_value)."}, []string{"kind"}),
 		HostnameUnqualified: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "hostname_unqualified",

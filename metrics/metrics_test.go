@@ -27,3 +27,17 @@ senderguard_config_reloads_total{result="success"} 0
 		t.Errorf("%d milter error and verdict series at start (%v), want %d", n, err, len(MilterErrorKinds)+3*7)
 	}
 }
+
+// TestStoreUpAbsentWithoutRedis: a replica without a shared store must
+// not export store_up 0, or SenderguardSharedStoreDown fires for it.
+func TestStoreUpAbsentWithoutRedis(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := New(reg, "test")
+	if n, err := testutil.GatherAndCount(reg, "senderguard_store_up"); err != nil || n != 0 {
+		t.Errorf("%d store_up series without Redis (%v), want none", n, err)
+	}
+	m.StoreUp.WithLabelValues().Set(1)
+	if n, _ := testutil.GatherAndCount(reg, "senderguard_store_up"); n != 1 {
+		t.Errorf("%d store_up series once set, want 1", n)
+	}
+}

@@ -140,7 +140,7 @@ func newStore(cfg *config.Config, m *metrics.Metrics, logger *slog.Logger) (cach
 			if up {
 				v = 1
 			}
-			m.StoreUp.Set(v)
+			m.StoreUp.WithLabelValues().Set(v)
 		},
 		Error: func(kind string) { m.StoreErrors.WithLabelValues(kind).Inc() },
 	}, logger)
