@@ -34,9 +34,9 @@ type Metrics struct {
 	FleetWaits        *prometheus.CounterVec // result
 	// StoreUp has no labels, but is a vector so that it is absent until a
 	// shared store is configured: a lone replica must not look "down".
-	StoreUp           *prometheus.GaugeVec
-	StoreErrors       *prometheus.CounterVec // kind
-	BuildInfo         *prometheus.GaugeVec
+	StoreUp     *prometheus.GaugeVec
+	StoreErrors *prometheus.CounterVec // kind
+	BuildInfo   *prometheus.GaugeVec
 	// HostnameUnqualified is 1 when our name has no dot (a pod name).
 	HostnameUnqualified prometheus.Gauge
 }
