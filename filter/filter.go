@@ -40,7 +40,6 @@ type runtime struct {
 	policy     *Policy
 	hostname   string
 	authservID string
-	probeOn    map[spf.Status]bool
 	// global is the policy of recipients no recipient_domains entry
 	// covers; recipients is nil without entries.
 	global     *rcptPolicy
@@ -73,7 +72,6 @@ func (f *Filter) Apply(cfg *config.Config) {
 	if rt.authservID == "" {
 		rt.authservID = rt.hostname
 	}
-	rt.probeOn = probeOnSet(cfg.Callout.ProbeOn)
 	rt.global, rt.recipients = newRecipients(cfg, rt.policy)
 	for _, n := range cfg.SPF.Whitelist.HeloNames {
 		rt.heloNames = append(rt.heloNames, canonicalName(n))

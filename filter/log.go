@@ -55,11 +55,7 @@ func (s *session) logDecision(outcome string) {
 	}
 	if c := f.Callout; c != nil {
 		attrs = append(attrs, slog.String("callout", string(c.Class)), slog.String("callout_evidence", c.Evidence()), slog.Bool("callout_cached", c.Cached))
-		if c.TLS != "" {
-			tls := string(c.TLS)
-			if c.TLSVersion != "" {
-				tls += " " + c.TLSVersion
-			}
+		if tls := c.TLSSummary(); tls != "" {
 			attrs = append(attrs, slog.String("callout_tls", tls))
 		}
 	}

@@ -182,7 +182,7 @@ func (s *session) runChecks(ctx context.Context, rt *runtime, msg *message) {
 	// With recipient_domains, the callout waits for a recipient whose
 	// policy wants it (recipients.go).
 	if rt.recipients == nil && rt.cfg.Callout.Enabled {
-		s.runCallout(ctx, msg, rt.probeOn)
+		s.runCallout(ctx, msg, rt.global.probeOn)
 	}
 }
 

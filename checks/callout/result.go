@@ -65,6 +65,15 @@ type Result struct {
 	tlsFailed  bool // STARTTLS was announced but the upgrade failed
 }
 
+// TLSSummary is the outcome with the version used, e.g. "tls TLS 1.3";
+// "" when no dialogue took place.
+func (r *Result) TLSSummary() string {
+	if r.TLSVersion == "" {
+		return string(r.TLS)
+	}
+	return string(r.TLS) + " " + r.TLSVersion
+}
+
 // TLSOutcome says whether a probe's dialogue was encrypted.
 type TLSOutcome string
 

@@ -52,11 +52,7 @@ func runProbe(args []string) int {
 	r := p.Probe(ctx, fs.Arg(0))
 	fmt.Println(r.Class)
 	fmt.Println(r.Evidence())
-	if *verbose && r.TLS != "" {
-		tls := string(r.TLS)
-		if r.TLSVersion != "" {
-			tls += " " + r.TLSVersion
-		}
+	if tls := r.TLSSummary(); *verbose && tls != "" {
 		fmt.Fprintln(os.Stderr, "TLS:", tls)
 	}
 	return 0
