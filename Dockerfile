@@ -13,6 +13,9 @@ ARG BASE_IMAGE=gcr.io/distroless/static-debian12:nonroot
 FROM ${GO_IMAGE} AS build
 WORKDIR /src
 COPY go.mod go.sum ./
+# A patched copy of the milter library, used through a replace directive
+# (third_party/go-milter/README.md).
+COPY third_party ./third_party
 RUN go mod download
 COPY . .
 ARG VERSION=dev

@@ -38,3 +38,5 @@ require (
 	golang.org/x/time v0.15.0 // indirect
 	google.golang.org/protobuf v1.36.12 // indirect
 )
+
+replace github.com/d--j/go-milter => ./third_party/go-milter

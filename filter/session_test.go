@@ -2,6 +2,7 @@ package filter_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"context"
 	"fmt"
 	"log/slog"
@@ -39,7 +40,7 @@ func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock()
 func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
 
 type rig struct {
-	t      *testing.T
+	t      testing.TB
 	addr   string
 	dns    *testdns.Server
 	log    *logBuf
@@ -50,12 +51,12 @@ type rig struct {
 
 // newRig serves a filter on network ("tcp" or "unix") and returns a
 // go-milter client for it, playing the MTA (milter protocol 6).
-func newRig(t *testing.T, network string, edit func(*config.Config)) *rig {
+func newRig(t testing.TB, network string, edit func(*config.Config)) *rig {
 	return newRigWith(t, network, edit, nil)
 }
 
 // newRigWith also lets the test set dependencies (a callout verifier).
-func newRigWith(t *testing.T, network string, edit func(*config.Config), deps func(*filter.Deps)) *rig {
+func newRigWith(t testing.TB, network string, edit func(*config.Config), deps func(*filter.Deps)) *rig {
 	r := &rig{t: t, dns: testdns.Start(t, zone...), log: &logBuf{}}
 	cfg := config.Default()
 	cfg.Hostname = "mx.test"
@@ -487,19 +488,51 @@ func TestMalformedMilterTrafficDoesNotHurt(t *testing.T) {
 			t.Fatal(err)
 		}
 		c.Write(junk)
-		c.SetReadDeadline(time.Now().Add(2 * time.Second))
-		buf := make([]byte, 64)
-		for {
-			if _, err := c.Read(buf); err != nil {
-				break // the filter hung up (or timed out in the deadline)
-			}
+		drainUntilClosed(c)
+	}
+	// The same after a valid negotiation, where the library parses each
+	// command: go-milter v0.10.1 panicked (and ended the process) on a
+	// CONNECT whose host name lacks its NUL, and on MAIL or RCPT without
+	// one (third_party/go-milter/README.md).
+	for _, junk := range [][]byte{
+		pkt('C', "hostwithoutnul"),
+		pkt('C', "host\x00"),
+		pkt('M', "<a@pass.test>"),
+		pkt('R', "<u@pass.test>"),
+		{0, 0, 0, 0},
+	} {
+		c, err := net.Dial("tcp", r.listenAddr())
+		if err != nil {
+			t.Fatal(err)
 		}
-		c.Close()
+		c.Write(negotiation())
+		c.Write(junk)
+		drainUntilClosed(c)
 	}
 	// Still serving.
 	s := r.session("192.0.2.10")
 	r.want(s.Mail("a@pass.test", ""))
 }
+
+// pkt frames one milter command.
+func pkt(code byte, data string) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(data)+1))
+	return append(append(b, code), data...)
+}
+
+// drainUntilClosed reads until the filter hangs up (or 2 s pass) and
+// closes c.
+func drainUntilClosed(c net.Conn) {
+	c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 64)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			break
+		}
+	}
+	c.Close()
+}
+
 
 func TestSessionNullSenderChecksHELO(t *testing.T) {
 	for _, checkHELO := range []bool{true, false} {

@@ -2,6 +2,12 @@
 # scripts/test.sh: every test of senderguard, as CI runs them. Needs root
 # (Postfix and Sendmail run in the end-to-end suite) and Debian 12.
 set -eu
+if [ "$(id -u)" != 0 ]; then
+	echo "scripts/test.sh must run as root: it installs Debian packages with apt and" >&2
+	echo "starts private Postfix, Sendmail and Redis instances on loopback." >&2
+	echo "Run it as root, or with sudo where sudo is installed." >&2
+	exit 1
+fi
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 echo "== alert rules (promtool)"
