@@ -2,8 +2,8 @@ package filter_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"net"
@@ -532,7 +532,6 @@ func drainUntilClosed(c net.Conn) {
 	}
 	c.Close()
 }
-
 
 func TestSessionNullSenderChecksHELO(t *testing.T) {
 	for _, checkHELO := range []bool{true, false} {
