@@ -242,6 +242,30 @@ func (r *Redis) Get(ctx context.Context, key string) (Entry, time.Duration, bool
 	// GETRANGE, not GET: a hostile writer's 512-MB value costs us 257
 	// bytes, and is then refused as too long.
 	resp := r.c.DoCache(ctx, r.c.B().Getrange().Key(r.key(key)).Start(0).End(maxValue).Cache(), r.nearTTL)
+	return r.entryOf(key, resp)
+}
+
+// GetFresh reads key from Redis itself, past the near-cache: the
+// near-cache may still hold a miss whose invalidation is on its way, and
+// a replica that has just taken an address's lease must see what the
+// lease's previous holder stored before it released it.
+func (r *Redis) GetFresh(ctx context.Context, key string) (Entry, time.Duration, bool, error) {
+	ctx, cancel := r.ctx(ctx)
+	defer cancel()
+	k := r.key(key)
+	resps := r.c.DoMulti(ctx, r.c.B().Getrange().Key(k).Start(0).End(maxValue).Build(), r.c.B().Pttl().Key(k).Build())
+	e, _, ok, err := r.entryOf(key, resps[0])
+	if err != nil || !ok {
+		return e, 0, ok, err
+	}
+	ms, err := resps[1].AsInt64()
+	if err != nil {
+		return Entry{}, 0, false, err
+	}
+	return e, time.Duration(ms) * time.Millisecond, true, nil
+}
+
+func (r *Redis) entryOf(key string, resp rueidis.RedisResult) (Entry, time.Duration, bool, error) {
 	s, err := resp.ToString()
 	if err == nil && s == "" {
 		err = rueidis.Nil // GETRANGE of a missing key is ""

@@ -154,6 +154,22 @@ func (s *Shared) Get(ctx context.Context, key string) (Entry, time.Duration, boo
 	return s.local.Get(ctx, key)
 }
 
+// GetFresh reads key from Redis past its near-cache (see Redis.GetFresh);
+// from the local store while Redis is not in use.
+func (s *Shared) GetFresh(ctx context.Context, key string) (Entry, time.Duration, bool, error) {
+	if r := s.redis(); r != nil {
+		e, left, ok, err := r.GetFresh(ctx, key)
+		if err == nil {
+			return e, left, ok, nil
+		}
+		s.failed(err)
+		if errors.Is(err, ErrBadValue) {
+			return Entry{}, 0, false, nil
+		}
+	}
+	return s.local.Get(ctx, key)
+}
+
 func (s *Shared) Set(ctx context.Context, key string, e Entry, ttl time.Duration) error {
 	if err := s.local.Set(ctx, key, e, ttl); err != nil {
 		return err

@@ -3,6 +3,7 @@ package callout_test
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -203,4 +204,96 @@ func benchReplica(b *testing.B, redis *testredis.Server) *callout.Verifier {
 	v := callout.NewVerifier(&callout.Prober{}, store, callout.VerifierConfig{GlobalConcurrency: 1, PerDomainConcurrency: 1, PerDomainRatePerMinute: 1}, callout.Hooks{}, nil)
 	b.Cleanup(func() { v.Close(); store.Close() })
 	return v
+}
+
+// staleNearCache is a replica's shared store whose reads of addresses
+// miss, as when its near-cache still holds a miss whose invalidation has
+// not arrived; leases, limits and fresh reads go to Redis.
+type staleNearCache struct{ *cache.Shared }
+
+func (s staleNearCache) Get(ctx context.Context, key string) (cache.Entry, time.Duration, bool, error) {
+	if strings.HasPrefix(key, "a:") {
+		return cache.Entry{}, 0, false, nil
+	}
+	return s.Shared.Get(ctx, key)
+}
+
+// TestFleetLeaseAfterAFinishedProbeReadsRedis is the interleaving that
+// made a fleet probe one sender twice: replica A probes, stores the result
+// and releases the lease; replica B, whose read missed on a stale
+// near-cache, then wins the lease. B must read Redis itself and not probe.
+func TestFleetLeaseAfterAFinishedProbeReadsRedis(t *testing.T) {
+	redis := testredis.Start(t)
+	e := newEnv(t, "st.test. 60 IN MX 10 mx.st.test.", "mx.st.test. 60 IN A 127.0.0.94")
+	srv := e.smtp("127.0.0.94", func(s *testsmtp.Server) {
+		s.Users = map[string]bool{"alice@st.test": true}
+		s.BannerDelay = 0
+	})
+	a := e.replica(redis, callout.VerifierConfig{}, callout.Hooks{})
+	if r := a.Verify(context.Background(), "alice@st.test"); r.Class != callout.Exists {
+		t.Fatalf("replica A: %s", r.Class)
+	}
+	local, _ := cache.NewMemory(1000, nil, cache.Hooks{})
+	shared := cache.NewShared(func() (*cache.Redis, error) {
+		return cache.NewRedis(cache.RedisOptions{URL: redis.URL(), KeyPrefix: "fleet:", Timeout: 200 * time.Millisecond})
+	}, local, cache.SharedHooks{}, nil)
+	t.Cleanup(shared.Close)
+	b := callout.NewVerifier(e.prober(), staleNearCache{shared}, callout.VerifierConfig{ProbeTimeout: 5 * time.Second,
+		TTLExists: time.Hour, TTLNotExists: time.Hour, TTLUnknown: time.Hour, BreakerTTL: time.Hour,
+		GlobalConcurrency: 5, PerDomainConcurrency: 5, PerDomainRatePerMinute: 50}, callout.Hooks{}, nil)
+	t.Cleanup(b.Close)
+	r := b.Verify(context.Background(), "alice@st.test")
+	if r.Class != callout.Exists || !r.Cached || r.Step != "fleet" {
+		t.Errorf("replica B: %s cached=%v step=%s, want exists from the fleet", r.Class, r.Cached, r.Step)
+	}
+	if n := srv.Count("RCPT"); n != 1 {
+		t.Errorf("%d RCPT probes, want 1: replica B probed again after winning the lease", n)
+	}
+}
+
+// TestFleetSharesThePerHostLimits: the per-host rate and concurrency are
+// fleet totals, so two replicas give one mail host the budget the
+// operator set, not twice it.
+func TestFleetSharesThePerHostLimits(t *testing.T) {
+	redis := testredis.Start(t)
+	e := newEnv(t, sharedMX(8, "127.0.0.95")...)
+	srv := e.smtp("127.0.0.95", func(s *testsmtp.Server) { s.BannerDelay = 0 })
+	skips := map[string]int{}
+	var mu sync.Mutex
+	hooks := callout.Hooks{Skip: func(r string) { mu.Lock(); skips[r]++; mu.Unlock() }}
+	cfg := callout.VerifierConfig{PerHostRatePerMinute: 3, PerHostConcurrency: 1}
+	a, b := e.replica(redis, cfg, hooks), e.replica(redis, cfg, hooks)
+	for i := range 6 {
+		v := a
+		if i%2 == 1 {
+			v = b
+		}
+		v.Verify(context.Background(), fmt.Sprintf("u@d%d.test", i))
+	}
+	mu.Lock()
+	if srv.Conns() != 3 || skips["host_rate"] != 3 {
+		t.Errorf("6 domains on one host over two replicas at 3/min: %d connections, skips %v; want 3 and 3 host_rate", srv.Conns(), skips)
+	}
+	mu.Unlock()
+
+	// Concurrency: a host that holds its banner keeps the one slot; the
+	// other replica's probe of another domain on it is refused meanwhile.
+	e2 := newEnv(t, sharedMX(2, "127.0.0.96")...)
+	slow := e2.smtp("127.0.0.96", func(s *testsmtp.Server) { s.BannerDelay = 700 * time.Millisecond })
+	redis2 := testredis.Start(t) // the first part's results are cached in the first
+	c, d := e2.replica(redis2, callout.VerifierConfig{PerHostConcurrency: 1}, hooks), e2.replica(redis2, callout.VerifierConfig{PerHostConcurrency: 1}, hooks)
+	done := make(chan struct{})
+	go func() { defer close(done); c.Verify(context.Background(), "u@d0.test") }()
+	for deadline := time.Now().Add(5 * time.Second); slow.Conns() == 0; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the first replica never connected")
+		}
+	}
+	d.Verify(context.Background(), "u@d1.test")
+	<-done
+	mu.Lock()
+	defer mu.Unlock()
+	if slow.Conns() != 1 || skips["host_concurrency"] != 1 {
+		t.Errorf("one slot per host over two replicas: %d connections, skips %v; want 1 and one host_concurrency", slow.Conns(), skips)
+	}
 }

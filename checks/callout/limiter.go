@@ -24,7 +24,6 @@ type keyState struct {
 	inflight int
 	window   time.Time // start of the current one-minute window
 	count    int       // started in this window
-	failures int       // consecutive connection failures (mail hosts)
 }
 
 type windowStart struct {
@@ -83,26 +82,6 @@ func (l *keyedLimiter) release(key string) {
 	// Its queue entry may have passed while it was busy.
 	if st.inflight == 0 && l.now().Sub(st.window) >= limiterWindow {
 		delete(l.keys, key)
-	}
-}
-
-// failed counts one more consecutive failure of key and returns the count;
-// succeeded resets it.
-func (l *keyedLimiter) failed(key string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if st := l.keys[key]; st != nil {
-		st.failures++
-		return st.failures
-	}
-	return 0
-}
-
-func (l *keyedLimiter) succeeded(key string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if st := l.keys[key]; st != nil {
-		st.failures = 0
 	}
 }
 

@@ -47,7 +47,7 @@ type Prober struct {
 	// Gate, when set, admits each connection to a mail host address; it
 	// names the limit that refused, or returns the admission to report to.
 	// abort ends the connection early (a host that keeps us waiting).
-	Gate func(ip netip.Addr, host string, abort func()) (Admission, string)
+	Gate func(ctx context.Context, ip netip.Addr, host string, abort func()) (Admission, string)
 }
 
 // Admission is one connection a Gate let through.
@@ -263,7 +263,7 @@ func (p *Prober) gatedDialogue(ctx context.Context, a Address, host string, ip n
 	}
 	dctx, abort := context.WithCancel(ctx)
 	defer abort()
-	adm, refused := p.Gate(ip, host, abort)
+	adm, refused := p.Gate(ctx, ip, host, abort)
 	if adm == nil {
 		p.tracef("%s (%s): not probed: %s limit reached", host, ip, refused)
 		return &Result{Class: Unknown, Host: host, Err: fmt.Errorf("not probed: %s limit reached", refused)}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/netip"
 	"runtime/debug"
 	"sync"
 	"time"
@@ -46,16 +45,14 @@ type VerifierConfig struct {
 type fleet interface {
 	Lease(ctx context.Context, key string, ttl time.Duration) (release func(), ok bool, err error)
 	Acquire(ctx context.Context, key string, concurrency, rate int, hold time.Duration) (release func(), refused string, err error)
+	// GetFresh reads past any near-cache.
+	GetFresh(ctx context.Context, key string) (cache.Entry, time.Duration, bool, error)
 }
 
 // fleetMargin is added to ProbeTimeout for leases and fleet slots, so they
 // outlive the probe that holds them and free themselves if its replica
 // dies.
 const fleetMargin = 5 * time.Second
-
-// hostFailuresToBreak is how many connection failures in a row (timeouts,
-// drops, resets: no SMTP reply) open a mail host's breaker.
-const hostFailuresToBreak = 3
 
 // Hooks report events for metrics; nil fields are skipped.
 type Hooks struct {
@@ -86,6 +83,7 @@ type Verifier struct {
 	tarpits chan struct{}
 	domains *keyedLimiter
 	hosts   *keyedLimiter // by mail host address
+	silent  silentHosts   // connections without a reply, by address
 	// globalRate is all probes' rate (one key); fleet, when the store is
 	// shared, carries leases and fleet-wide limits.
 	globalRate *keyedLimiter
@@ -171,10 +169,7 @@ func (v *Verifier) Verify(ctx context.Context, addr string) *Result {
 
 func (v *Verifier) cached(ctx context.Context, a Address, key string) (*Result, bool) {
 	if e, _, ok, err := v.store.Get(ctx, "a:"+key); err == nil && ok {
-		r := &Result{Class: Class(e.Kind), Address: a.String(), Cached: true, Step: "cache"}
-		if e.Code != 0 {
-			r.Reply = &Reply{Code: int(e.Code), Enhanced: e.Enhanced}
-		}
+		r := resultOf(e, a, "cache")
 		if r.Class == Exists && v.cfg.RefreshAfter > 0 && v.now().Unix()-e.Stored > int64(v.cfg.RefreshAfter/time.Second) {
 			v.background(a, key, true, 0)
 		}
@@ -193,6 +188,24 @@ func (v *Verifier) cached(ctx context.Context, a Address, key string) (*Result, 
 		}
 	}
 	return nil, false
+}
+
+// freshResult is the address's entry read from the shared store itself.
+func (v *Verifier) freshResult(ctx context.Context, a Address, key string) (*Result, bool) {
+	e, _, ok, err := v.fleet.GetFresh(ctx, "a:"+key)
+	if err != nil || !ok {
+		return nil, false
+	}
+	return resultOf(e, a, "fleet"), true
+}
+
+// resultOf is the result a cached entry of an address stands for.
+func resultOf(e cache.Entry, a Address, step string) *Result {
+	r := &Result{Class: Class(e.Kind), Address: a.String(), Cached: true, Step: step}
+	if e.Code != 0 {
+		r.Reply = &Reply{Code: int(e.Code), Enhanced: e.Enhanced}
+	}
+	return r
 }
 
 func (v *Verifier) skip(reason string) {
@@ -225,6 +238,13 @@ func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refr
 		}
 		if ok {
 			defer release()
+			// The lease may have just been released by a replica that
+			// probed and stored the result, while this replica's read
+			// came from a near-cache whose invalidation was still on its
+			// way: read the shared store itself before probing again.
+			if r, found := v.freshResult(ctx, a, key); found && !refresh {
+				return r
+			}
 		}
 	}
 	release, reason := v.acquire(ctx, a.Domain)
@@ -390,79 +410,6 @@ func (v *Verifier) awaitFleet(ctx context.Context, a Address, key string) *Resul
 			return &Result{Class: Unknown, Address: a.String(), Err: errors.New("another replica's probe gave no result in time")}
 		case <-t.C:
 		}
-	}
-}
-
-// admission is one connection to a mail host address under the per-host
-// limits and the share of slots for hosts that keep us waiting.
-type admission struct {
-	v     *Verifier
-	ip    string
-	host  string
-	abort func()
-	timer *time.Timer
-
-	mu       sync.Mutex
-	answered bool
-	tarpit   bool // holds a tarpit slot
-}
-
-// admit is the prober's Gate: per-host limits, and at most half the
-// global slots for connections still waiting for a banner after
-// BannerPatience.
-func (v *Verifier) admit(ip netip.Addr, host string, abort func()) (Admission, string) {
-	key := ip.String()
-	if refused := v.hosts.acquire(key); refused != "" {
-		v.skip("host_" + refused)
-		return nil, "host " + refused
-	}
-	a := &admission{v: v, ip: key, host: host, abort: abort}
-	a.timer = time.AfterFunc(v.cfg.BannerPatience, a.patienceEnded)
-	return a, ""
-}
-
-// patienceEnded: no banner yet. Take a tarpit slot, or cut the connection.
-func (a *admission) patienceEnded() {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if a.answered {
-		return
-	}
-	select {
-	case a.v.tarpits <- struct{}{}:
-		a.tarpit = true
-	default:
-		a.v.skip("unanswered_hosts")
-		a.abort()
-	}
-}
-
-func (a *admission) Answered() {
-	a.timer.Stop()
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.answered = true
-	if a.tarpit {
-		a.tarpit = false
-		<-a.v.tarpits
-	}
-}
-
-func (a *admission) Done(r *Result) {
-	a.Answered()
-	v := a.v
-	v.hosts.release(a.ip)
-	if r.Reply != nil || r.tlsFailed {
-		v.hosts.succeeded(a.ip) // it speaks SMTP
-		return
-	}
-	if r.Err == nil || v.bgCtx.Err() != nil {
-		return
-	}
-	// No SMTP reply at all: a timeout, a drop, a reset, or cut off as a
-	// tarpit.
-	if v.hosts.failed(a.ip) == hostFailuresToBreak {
-		v.openBreaker(a.host, "", fmt.Sprintf("%d connections in a row without an SMTP reply (%v)", hostFailuresToBreak, r.Err))
 	}
 }
 
