@@ -178,8 +178,15 @@ var ErrBadValue = errors.New("unparseable value in redis")
 
 const maxValue = 256
 
+// encodeEntry writes "1|kind|code|enhanced|stored", then "|rN" when the
+// entry carries a rules version (older replicas read such values as not
+// theirs, a miss, and probe again: harmless during a rolling upgrade).
 func encodeEntry(e Entry) string {
-	return "1|" + e.Kind + "|" + strconv.Itoa(int(e.Code)) + "|" + e.Enhanced + "|" + strconv.FormatInt(e.Stored, 10)
+	s := "1|" + e.Kind + "|" + strconv.Itoa(int(e.Code)) + "|" + e.Enhanced + "|" + strconv.FormatInt(e.Stored, 10)
+	if e.Rules != 0 {
+		s += "|r" + strconv.Itoa(int(e.Rules))
+	}
+	return s
 }
 
 func decodeEntry(s string) (Entry, error) {
@@ -194,8 +201,16 @@ func decodeEntry(s string) (Entry, error) {
 			return Entry{}, fmt.Errorf("%w: %q", ErrBadValue, s)
 		}
 	}
-	f[4] = rest
-	if f[0] != "1" || strings.IndexByte(rest, '|') >= 0 {
+	var versioned bool
+	f[4], rest, versioned = strings.Cut(rest, "|")
+	var rules uint64
+	if versioned {
+		var err error
+		if rules, err = strconv.ParseUint(strings.TrimPrefix(rest, "r"), 10, 8); err != nil || !strings.HasPrefix(rest, "r") || rules == 0 {
+			return Entry{}, fmt.Errorf("%w: %q", ErrBadValue, s)
+		}
+	}
+	if f[0] != "1" {
 		return Entry{}, fmt.Errorf("%w: %q", ErrBadValue, s)
 	}
 	code, err1 := strconv.ParseUint(f[2], 10, 16)
@@ -203,7 +218,7 @@ func decodeEntry(s string) (Entry, error) {
 	if err1 != nil || err2 != nil || !validKind(f[1]) || !validEnhanced(f[3]) {
 		return Entry{}, fmt.Errorf("%w: %q", ErrBadValue, s)
 	}
-	return Entry{Kind: f[1], Code: uint16(code), Enhanced: f[3], Stored: stored}, nil
+	return Entry{Kind: f[1], Code: uint16(code), Enhanced: f[3], Stored: stored, Rules: uint8(rules)}, nil
 }
 
 func validKind(k string) bool {

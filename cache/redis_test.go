@@ -43,7 +43,7 @@ func TestStoreContract(t *testing.T) {
 			s := mk(t)
 			ctx := context.Background()
 			key := "a:contract-" + name + "@example.test"
-			e := cache.Entry{Kind: "not-exists", Code: 550, Enhanced: "5.1.1", Stored: 1700000000}
+			e := cache.Entry{Kind: "not-exists", Code: 550, Enhanced: "5.1.1", Stored: 1700000000, Rules: 3}
 			if _, _, ok, err := s.Get(ctx, key); ok || err != nil {
 				t.Fatalf("before Set: ok=%v err=%v", ok, err)
 			}
@@ -103,7 +103,8 @@ func TestSharedTreatsForeignValuesAsMisses(t *testing.T) {
 		cache.SharedHooks{Error: func(k string) { mu.Lock(); kinds[k]++; mu.Unlock() }}, nil)
 	defer s.Close()
 	ctx := context.Background()
-	for i, v := range []string{"garbage", "1|exists|250|2.1.5", "1|EXISTS|250||0", "2|exists|250||0", "1|exists|99999||0", string(make([]byte, 4096))} {
+	for i, v := range []string{"garbage", "1|exists|250|2.1.5", "1|EXISTS|250||0", "2|exists|250||0", "1|exists|99999||0", string(make([]byte, 4096)),
+		"1|exists|250||0|", "1|exists|250||0|r0", "1|exists|250||0|r1|r2", "1|exists|250||0|x1", "1|exists|250||0|r300"} {
 		key := fmt.Sprintf("a:bad%d@x.test", i)
 		raw.Do(ctx, raw.B().Set().Key("sgtest:{"+key+"}").Value(v).Build())
 		if _, _, ok, err := s.Get(ctx, key); ok || err != nil {
@@ -112,8 +113,8 @@ func TestSharedTreatsForeignValuesAsMisses(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if kinds["bad_value"] != 6 || !s.Up() {
-		t.Errorf("errors %v, up=%v; want 6 bad_value and still up", kinds, s.Up())
+	if kinds["bad_value"] != 11 || !s.Up() {
+		t.Errorf("errors %v, up=%v; want 11 bad_value and still up", kinds, s.Up())
 	}
 }
 

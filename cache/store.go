@@ -17,6 +17,10 @@ type Entry struct {
 	Code     uint16 // the decisive SMTP reply code, 0 if none
 	Enhanced string // its enhanced status code, "" if none
 	Stored   int64  // when it was learned, unix seconds
+	// Rules is the version of the reply rules that gave Kind (0: written
+	// before rules were versioned), so that facts learned under old
+	// rules can be told apart after an upgrade.
+	Rules uint8
 }
 
 // Store keeps entries with a lifetime. The in-memory Memory store is the
@@ -47,6 +51,7 @@ type memKey [2]uint64
 
 type memEntry struct {
 	kind   uint8
+	rules  uint8
 	code   uint16
 	enh    [3]uint16 // enhanced status code class.subject.detail; class 0: none
 	stored int64
@@ -73,7 +78,7 @@ func (m *Memory) Get(_ context.Context, key string) (Entry, time.Duration, bool,
 	m.mu.RLock()
 	kind := m.kinds[e.kind]
 	m.mu.RUnlock()
-	out := Entry{Kind: kind, Code: e.code, Stored: e.stored}
+	out := Entry{Kind: kind, Code: e.code, Stored: e.stored, Rules: e.rules}
 	if e.enh[0] != 0 {
 		b := make([]byte, 0, 12)
 		b = strconv.AppendUint(b, uint64(e.enh[0]), 10)
@@ -91,7 +96,7 @@ func (m *Memory) Set(_ context.Context, key string, e Entry, ttl time.Duration) 
 	if err != nil {
 		return err
 	}
-	me := memEntry{kind: k, code: e.Code, stored: e.Stored}
+	me := memEntry{kind: k, rules: e.Rules, code: e.Code, stored: e.Stored}
 	if parts := strings.Split(e.Enhanced, "."); len(parts) == 3 {
 		for i, p := range parts {
 			v, err := strconv.ParseUint(p, 10, 16)

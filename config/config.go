@@ -121,8 +121,12 @@ type Whitelist struct {
 }
 
 type Callout struct {
-	Enabled                bool     `yaml:"enabled"`
-	ProbeOn                []string `yaml:"probe_on"` // SPF results that lead to a probe
+	Enabled bool     `yaml:"enabled"`
+	ProbeOn []string `yaml:"probe_on"` // SPF results that lead to a probe
+	// SkipDomains are sender domains (and their subdomains) never probed:
+	// providers that accept every address or blocklist probers. Unlike
+	// the whitelists, their SPF is still judged.
+	SkipDomains            []string `yaml:"skip_domains"`
 	Port                   int      `yaml:"port"`
 	Helo                   string   `yaml:"helo"`      // EHLO name of our probes; empty: hostname
 	MailFrom               string   `yaml:"mail_from"` // reverse path of our probes; empty: <>
@@ -347,3 +351,23 @@ func lineOf(root *yaml.Node, path string) int {
 
 // Marshal renders the effective configuration as YAML.
 func (c *Config) Marshal() ([]byte, error) { return yaml.Marshal(c) }
+
+// Host is Hostname, or the machine's name when it is empty: the
+// authserv-id, the receiver of Received-SPF and the EHLO name of probes.
+func (c *Config) Host() string {
+	if c.Hostname != "" {
+		return c.Hostname
+	}
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return "localhost"
+	}
+	return h
+}
+
+// Qualified reports whether name is a fully qualified domain name (it has
+// a dot besides a trailing one): strict SMTP servers refuse a bare host
+// name in EHLO (Postfix's reject_non_fqdn_helo_hostname).
+func Qualified(name string) bool {
+	return strings.Contains(strings.TrimSuffix(name, "."), ".")
+}

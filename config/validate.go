@@ -102,6 +102,11 @@ func (c *Config) Validate() error {
 	if err := validProbeOn(c.Callout.ProbeOn); err != nil {
 		return fieldErr("callout.probe_on", "%v", err)
 	}
+	for _, d := range c.Callout.SkipDomains {
+		if _, err := CanonicalDomain(d); err != nil {
+			return fieldErr("callout.skip_domains", "%q: %v", d, err)
+		}
+	}
 	if err := c.validateRecipients(); err != nil {
 		return err
 	}

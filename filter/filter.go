@@ -7,7 +7,6 @@ package filter
 import (
 	"context"
 	"log/slog"
-	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -47,6 +46,7 @@ type runtime struct {
 	// Whitelisted names, lower case without the root dot, made once here
 	// rather than for every message.
 	heloNames, senderDomains []string
+	skipProbe                []string // callout.skip_domains, canonical
 }
 
 // Filter is shared by all sessions.
@@ -67,7 +67,7 @@ func New(cfg *config.Config, deps Deps) *Filter {
 
 // Apply makes cfg the configuration of every message that starts from now.
 func (f *Filter) Apply(cfg *config.Config) {
-	rt := &runtime{cfg: cfg, policy: NewPolicy(cfg), hostname: Hostname(cfg)}
+	rt := &runtime{cfg: cfg, policy: NewPolicy(cfg), hostname: cfg.Host()}
 	rt.authservID = cfg.AuthservID
 	if rt.authservID == "" {
 		rt.authservID = rt.hostname
@@ -79,23 +79,14 @@ func (f *Filter) Apply(cfg *config.Config) {
 	for _, n := range cfg.SPF.Whitelist.SenderDomains {
 		rt.senderDomains = append(rt.senderDomains, canonicalName(n))
 	}
+	for _, n := range cfg.Callout.SkipDomains {
+		rt.skipProbe = append(rt.skipProbe, canonicalName(n))
+	}
 	f.rt.Store(rt)
 }
 
 // Config is the configuration in force.
 func (f *Filter) Config() *config.Config { return f.rt.Load().cfg }
-
-// Hostname is cfg.Hostname or the machine's name.
-func Hostname(cfg *config.Config) string {
-	if cfg.Hostname != "" {
-		return cfg.Hostname
-	}
-	h, err := os.Hostname()
-	if err != nil || h == "" {
-		return "localhost"
-	}
-	return h
-}
 
 // skipReason tells why a message is not judged, "" when it is.
 func (rt *runtime) skipReason(s *session, m *message) string {

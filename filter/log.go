@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
 )
 
@@ -46,6 +47,10 @@ func (s *session) logDecision(outcome string) {
 	f := &msg.facts
 	if r := f.SPFMail; r != nil {
 		attrs = append(attrs, slog.String("spf_mailfrom", string(r.Status)), slog.String("spf_mailfrom_mechanism", r.Mechanism))
+		if r.Status == spf.Pass && r.Open {
+			// A pass that vouches for nothing: the sender was probed.
+			attrs = append(attrs, slog.String("spf_mailfrom_open", "+all"))
+		}
 		if r.Problem != nil {
 			attrs = append(attrs, slog.String("spf_mailfrom_problem", r.Problem.Error()))
 		}
@@ -54,7 +59,8 @@ func (s *session) logDecision(outcome string) {
 		attrs = append(attrs, slog.String("spf_helo", string(r.Status)))
 	}
 	if c := f.Callout; c != nil {
-		attrs = append(attrs, slog.String("callout", string(c.Class)), slog.String("callout_evidence", c.Evidence()), slog.Bool("callout_cached", c.Cached))
+		attrs = append(attrs, slog.String("callout", string(c.Class)), slog.String("callout_rule", c.RuleName()),
+			slog.String("callout_evidence", c.Evidence()), slog.Bool("callout_cached", c.Cached))
 		if tls := c.TLSSummary(); tls != "" {
 			attrs = append(attrs, slog.String("callout_tls", tls))
 		}

@@ -115,7 +115,7 @@ func (t *recipientTable) match(domain string) *rcptPolicy {
 func (p *rcptPolicy) facts(msg *message) Facts {
 	f := msg.facts
 	if c := f.Callout; c != nil {
-		if !p.callout || (c.Class != callout.NullMX && (f.SPFMail == nil || !p.probeOn[f.SPFMail.Status])) {
+		if !p.callout || (c.Class != callout.NullMX && !wantsProbe(p.probeOn, f.SPFMail)) {
 			f.Callout = nil
 		}
 	}

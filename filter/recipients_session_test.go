@@ -142,3 +142,41 @@ func TestPerRecipientReloadAddsADomain(t *testing.T) {
 	a, err := s.Rcpt("a@added.example", "")
 	r.reply(a, err, 550, "5.7.23 ")
 }
+
+// TestOpenPassIsProbedAndSkipDomainsAreNot: an SPF pass from a record
+// that authorizes every address (+all, ip4:0.0.0.0/0, or an include of
+// such a record) is no evidence, so the sender is probed although pass is
+// not in probe_on, and the decision line says +all; a sender domain in
+// callout.skip_domains (or a subdomain) is never probed, while its SPF is
+// still judged.
+func TestOpenPassIsProbedAndSkipDomainsAreNot(t *testing.T) {
+	v := &countingVerifier{}
+	r := newRigWith(t, "tcp", func(c *config.Config) {
+		c.Callout.Enabled = true
+		c.Callout.SkipDomains = []string{"open4.test"}
+	}, func(d *filter.Deps) { d.Callout = v })
+	for _, tc := range []struct {
+		sender string
+		probes int
+	}{
+		{"a@pass.test", 0},    // a real pass vouches for the client
+		{"b@open.test", 1},    // +all
+		{"c@openinc.test", 2}, // include of +all
+		{"d@open4.test", 2},   // ip4:0.0.0.0/0, but a skip domain
+		{"e@soft.test", 3},    // softfail: probe_on
+	} {
+		s := r.session("192.0.2.10")
+		r.want(s.Mail(tc.sender, ""))
+		r.want(s.Rcpt("u@x.test", ""))
+		r.end(s)
+		if n, _ := v.counts(); n != tc.probes {
+			t.Fatalf("after %s: %d probes, want %d", tc.sender, n, tc.probes)
+		}
+	}
+	if !lineWith(r.log.String(), "sender=b@open.test", "spf_mailfrom=pass", "spf_mailfrom_open=+all", "callout=exists") {
+		t.Errorf("no decision line naming +all:\n%s", r.log)
+	}
+	if !lineWith(r.log.String(), "sender=d@open4.test", "spf_mailfrom=pass") || lineWith(r.log.String(), "sender=d@open4.test", "callout=exists") {
+		t.Errorf("the skip domain's line: SPF judged, no probe:\n%s", r.log)
+	}
+}

@@ -207,11 +207,18 @@ func (s *session) runCallout(ctx context.Context, msg *message, probeOn map[spf.
 			return
 		}
 	}
-	if f.SPFMail == nil || !probeOn[f.SPFMail.Status] {
+	if !wantsProbe(probeOn, f.SPFMail) || matchName(msg.rt.skipProbe, domainOf(msg.sender), true) {
 		return
 	}
 	f.Callout = v.Verify(ctx, msg.sender)
 	s.observe("callout", string(f.Callout.Class), start)
+}
+
+// wantsProbe reports whether an SPF result leads to a probe: one that
+// probeOn lists, or a pass from a term that authorizes every address
+// (+all), which is no evidence at all.
+func wantsProbe(probeOn map[spf.Status]bool, r *spf.Result) bool {
+	return r != nil && (probeOn[r.Status] || (r.Status == spf.Pass && r.Open))
 }
 
 func (s *session) observe(check, result string, start time.Time) {

@@ -29,6 +29,9 @@ var zone = []string{
 	`fail.test. 300 IN TXT "v=spf1 -all"`,
 	`client.test. 300 IN TXT "v=spf1 ip4:192.0.2.0/24 -all"`,
 	`soft.test. 300 IN TXT "v=spf1 ~all"`,
+	`open.test. 300 IN TXT "v=spf1 +all"`,
+	`open4.test. 300 IN TXT "v=spf1 ip4:0.0.0.0/0 -all"`,
+	`openinc.test. 300 IN TXT "v=spf1 include:open.test -all"`,
 }
 
 type logBuf struct {

@@ -29,9 +29,12 @@ type Metrics struct {
 	Probes            *prometheus.CounterVec // result
 	ProbeDuration     prometheus.Histogram
 	ProbesTLS         *prometheus.CounterVec // outcome
-	ProbesSkipped     *prometheus.CounterVec // reason
-	BreakerTrips      prometheus.Counter
-	FleetWaits        *prometheus.CounterVec // result
+	// ProbeRules counts probes by the reply rule that classified them;
+	// the wiring creates every rule's series at 0.
+	ProbeRules    *prometheus.CounterVec // rule
+	ProbesSkipped *prometheus.CounterVec // reason
+	BreakerTrips  prometheus.Counter
+	FleetWaits    *prometheus.CounterVec // result
 	// StoreUp has no labels, but is a vector so that it is absent until a
 	// shared store is configured: a lone replica must not look "down".
 	StoreUp     *prometheus.GaugeVec
@@ -78,6 +81,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "Callout SMTP probes made, by classification."}, []string{"result"}),
 		ProbeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "callout_probe_duration_seconds",
 			Help: "Duration of one callout probe.", Buckets: latency}),
+		ProbeRules: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "callout_classifications_total",
+			Help: "Callout probes by the reply rule that classified them (see checks/callout/classify.go)."}, []string{"rule"}),
 		ProbesTLS: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "callout_probes_tls_total",
 			Help: "Probes by TLS outcome of the decisive dialogue (none, tls, failed-then-plain, failed)."}, []string{"outcome"}),
 		ProbesSkipped: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "callout_probes_skipped_total",
@@ -97,7 +102,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	}
 	reg.MustRegister(m.Sessions, m.ActiveSessions, m.Messages, m.Verdicts, m.RecipientVerdicts, m.CheckResults, m.CheckDuration,
 		m.CacheRequests, m.CacheEvictions, m.DNSQueries, m.DNSDuration, m.DNSServerUp, m.MilterErrors, m.ConfigReloads,
-		m.Probes, m.ProbeDuration, m.ProbesTLS, m.ProbesSkipped, m.BreakerTrips, m.FleetWaits, m.StoreUp, m.StoreErrors, m.HostnameUnqualified, m.BuildInfo)
+		m.Probes, m.ProbeDuration, m.ProbeRules, m.ProbesTLS, m.ProbesSkipped, m.BreakerTrips, m.FleetWaits, m.StoreUp, m.StoreErrors, m.HostnameUnqualified, m.BuildInfo)
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	m.zero()
 	return m

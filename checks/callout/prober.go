@@ -11,7 +11,6 @@ import (
 	"math/big"
 	"net"
 	"net/netip"
-	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -231,27 +230,12 @@ func Public(ip netip.Addr) bool {
 	return true
 }
 
-// blockWording recognizes a server refusing us rather than the address.
-var blockWording = regexp.MustCompile(`(?i)\b(block(ed|list)?|black ?list(ed)?|dnsbl|rbl|spamhaus|spamcop|barracuda|listed|banned|reputation|your ip|client host|not allowed to connect)\b`)
-
-// refusedUs marks a result where the server refused the prober itself: the
-// circuit breaker opens and the class stays unknown.
-func refusedUs(r *Result, step string, rep *Reply) *Result {
-	r.Class, r.Step, r.Reply, r.refused = Unknown, step, rep, true
-	return r
-}
-
-// notOK ends a dialogue after a refusal before RCPT: a 5xx refused the
-// prober itself; a 4xx (421 and the like) lets the next host try; a demand
+// refusedBeforeRcpt ends a dialogue refused at the banner, EHLO/HELO or
+// MAIL FROM:<>: a 5xx there refused the prober itself (never a verdict on
+// the address), a 4xx (421 and the like) lets the next host try, a demand
 // for TLS we could not meet is neither.
-func notOK(r *Result, step string, rep *Reply) *Result {
-	if demandsTLS(rep) {
-		r.Step, r.Reply = step, rep
-		return r
-	}
-	if rep.Code >= 500 {
-		return refusedUs(r, step, rep)
-	}
+func refusedBeforeRcpt(r *Result, step string, rep *Reply) *Result {
+	_, r.Rule, r.refused = classify(beforeRcptRules, rep)
 	r.Step, r.Reply = step, rep
 	return r
 }
@@ -310,6 +294,12 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 		r.Step, r.Err = stepName, fmt.Errorf("%s: %w", target, err)
 		return r
 	}
+	// RFC 5321 §4.1.1.10: say QUIT after any refusal, not only at the
+	// end of a full dialogue (servers log "lost connection" otherwise).
+	refused := func(stepName string, rep *Reply) *Result {
+		c.quit(step)
+		return refusedBeforeRcpt(r, stepName, rep)
+	}
 	rep, _, err := c.reply()
 	if err != nil {
 		return fail("banner", err)
@@ -318,12 +308,9 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 		adm.Answered()
 	}
 	if rep.Code != 220 {
-		return notOK(r, "banner", rep)
+		return refused("banner", rep)
 	}
-	helo := p.Helo
-	if helo == "" {
-		helo = "localhost"
-	}
+	helo := p.heloName(conn)
 	rep, lines, err := c.cmd("EHLO " + helo)
 	if err != nil {
 		return fail("ehlo", err)
@@ -331,6 +318,9 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 	if rep.Code == 250 && hasExtension(lines, "STARTTLS") && p.TLS != TLSOff && !plain {
 		tc, failed := p.startTLS(ctx, c, conn, host, step, r)
 		if failed != nil {
+			if failed.Reply != nil { // refused, still in plaintext
+				c.quit(step)
+			}
 			return failed
 		}
 		c = tc
@@ -347,11 +337,11 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 			return fail("helo", err)
 		}
 		if rep.Code != 250 {
-			return notOK(r, "helo", rep)
+			return refused("helo", rep)
 		}
 	}
 	if a.UTF8Local && !utf8OK {
-		c.cmd("QUIT")
+		c.quit(step)
 		r.Step, r.Err = "ehlo", fmt.Errorf("%s: UTF-8 local part but no SMTPUTF8 announced", target)
 		return r
 	}
@@ -363,33 +353,37 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 		return fail("mail", err)
 	}
 	if rep.Code != 250 {
-		return notOK(r, "mail", rep)
+		return refused("mail", rep)
 	}
 	if rep, _, err = c.cmd("RCPT TO:<" + a.String() + ">"); err != nil {
 		return fail("rcpt", err)
 	}
 	r.Step, r.Reply = "rcpt", rep
-	switch {
-	case rep.Code >= 200 && rep.Code < 300:
-		r.Class = Exists
-		if p.CatchAllTest {
-			if rr, _, err := c.cmd("RCPT TO:<" + randomLocal() + "@" + a.Domain + ">"); err == nil && rr.Code >= 200 && rr.Code < 300 {
-				r.Class = CatchAll
-			}
+	r.Class, r.Rule, r.refused = ClassifyRcpt(rep)
+	r.greylisted = rep.Code >= 400 && rep.Code < 500
+	if r.Class == Exists && rep.Code < 300 && p.CatchAllTest {
+		if rr, _, err := c.cmd("RCPT TO:<" + randomLocal() + "@" + a.Domain + ">"); err == nil && rr.Code >= 200 && rr.Code < 300 {
+			r.Class = CatchAll
 		}
-	case demandsTLS(rep):
-		// Unknown: the server wants TLS, not a verdict on the address.
-	case rep.Code >= 500:
-		if blockWording.MatchString(rep.Text) {
-			return refusedUs(r, "rcpt", rep)
-		}
-		r.Class = NotExists
-	default:
-		r.greylisted = rep.Code >= 400
 	}
-	c.conn.SetDeadline(time.Now().Add(min(step, 2*time.Second)))
-	c.cmd("QUIT")
+	c.quit(step)
 	return r
+}
+
+// heloName is our EHLO name: the configured one, else the address
+// literal of the connection's local address (RFC 5321 §4.1.3), which
+// strict servers accept where they refuse a bare host name.
+func (p *Prober) heloName(conn net.Conn) string {
+	if p.Helo != "" {
+		return p.Helo
+	}
+	if ap, err := netip.ParseAddrPort(conn.LocalAddr().String()); err == nil {
+		if ip := ap.Addr().Unmap(); ip.Is4() {
+			return "[" + ip.String() + "]"
+		}
+		return "[IPv6:" + ap.Addr().String() + "]"
+	}
+	return "[127.0.0.1]" // a connection without an IP address (a test's pipe)
 }
 
 // hasExtension reports an EHLO keyword (RFC 5321 §4.1.1.1: the lines
@@ -399,20 +393,6 @@ func hasExtension(lines []string, kw string) bool {
 		if strings.EqualFold(strings.Fields(l + " x")[0], kw) {
 			return true
 		}
-	}
-	return false
-}
-
-// demandsTLS recognizes RFC 3207's "530 Must issue a STARTTLS command
-// first" (and 5.7.0 replies that speak of TLS): the server wants
-// encryption, which says nothing about the address nor about us.
-func demandsTLS(rep *Reply) bool {
-	if rep.Code == 530 {
-		return true
-	}
-	if rep.Code >= 500 && rep.Enhanced == "5.7.0" {
-		t := strings.ToUpper(rep.Text)
-		return strings.Contains(t, "TLS") || strings.Contains(t, "ENCRYPT")
 	}
 	return false
 }

@@ -51,6 +51,7 @@ type Result struct {
 	Host     string // the mail host whose reply decided
 	Step     string // the dialogue step that decided (banner, ehlo, mail, rcpt, ...)
 	Reply    *Reply // the decisive reply, if any
+	Rule     string // the reply rule that classified it (classify.go); "" when no reply decided
 	Err      error  // the decisive error, if any (timeouts, refused connections)
 	Cached   bool   // answered from the cache
 	Duration time.Duration
@@ -97,6 +98,21 @@ const (
 func (r *Result) Refused() bool { return r.refused }
 
 // Evidence is the decisive reply or error in one line.
+// RuleName is the rule that classified the probe: "dns" when DNS alone
+// decided (null MX, no mail host), "no-reply" when no SMTP reply did (a
+// connection failure, a limit), "cache" for a cached answer.
+func (r *Result) RuleName() string {
+	switch {
+	case r.Rule != "":
+		return r.Rule
+	case r.Cached:
+		return "cache"
+	case r.Class == NullMX || r.Class == NoMailHost:
+		return ruleDNS
+	}
+	return ruleNoReply
+}
+
 func (r *Result) Evidence() string {
 	switch {
 	case r.Reply != nil && r.Host != "":

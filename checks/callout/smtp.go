@@ -98,14 +98,19 @@ func (c *smtpConn) reply() (*Reply, []string, error) {
 			return nil, lines, errTooManyLines
 		}
 	}
+	return newReply(code, strings.Join(lines, " ")), lines, nil
+}
+
+// newReply is the reply of code whose text (its lines joined by " ")
+// may start with an enhanced status code (RFC 2034) of the code's class.
+func newReply(code int, text string) *Reply {
 	r := &Reply{Code: code}
-	text := strings.Join(lines, " ")
 	if m := enhancedStatusRE.FindStringSubmatch(text); m != nil && m[1][0] == byte('0'+code/100) {
 		r.Enhanced = m[1]
 		text = strings.TrimSpace(text[len(m[1]):])
 	}
 	r.Text = bounded(text)
-	return r, lines, nil
+	return r
 }
 
 // readLine reads a CRLF (or LF) terminated line of at most maxReplyLine.
@@ -127,6 +132,13 @@ func (c *smtpConn) readLine() (string, error) {
 }
 
 func (c *smtpConn) close() { c.conn.Close() }
+
+// quit says QUIT and reads the reply, within step and at most 2 s: the
+// manners RFC 5321 §4.1.1.10 asks for after a refusal too.
+func (c *smtpConn) quit(step time.Duration) {
+	c.conn.SetDeadline(time.Now().Add(min(step, 2*time.Second)))
+	c.cmd("QUIT")
+}
 
 // bounded keeps printable ASCII and cuts to maxReplyText: remote text goes
 // into logs and headers.

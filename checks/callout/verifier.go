@@ -61,6 +61,9 @@ type Hooks struct {
 	Breaker func()
 	// TLS reports how a probe's decisive dialogue was protected.
 	TLS func(outcome TLSOutcome)
+	// Rule reports the reply rule that classified each probe
+	// (RuleNames lists them all).
+	Rule func(rule string)
 	// FleetWait reports a lookup that waited for another replica's probe
 	// and whether its result arrived in time.
 	FleetWait func(found bool)
@@ -168,7 +171,7 @@ func (v *Verifier) Verify(ctx context.Context, addr string) *Result {
 }
 
 func (v *Verifier) cached(ctx context.Context, a Address, key string) (*Result, bool) {
-	if e, _, ok, err := v.store.Get(ctx, "a:"+key); err == nil && ok {
+	if e, _, ok, err := v.store.Get(ctx, "a:"+key); err == nil && ok && current(e) {
 		r := resultOf(e, a, "cache")
 		if r.Class == Exists && v.cfg.RefreshAfter > 0 && v.now().Unix()-e.Stored > int64(v.cfg.RefreshAfter/time.Second) {
 			v.background(a, key, true, 0)
@@ -193,10 +196,18 @@ func (v *Verifier) cached(ctx context.Context, a Address, key string) (*Result, 
 // freshResult is the address's entry read from the shared store itself.
 func (v *Verifier) freshResult(ctx context.Context, a Address, key string) (*Result, bool) {
 	e, _, ok, err := v.fleet.GetFresh(ctx, "a:"+key)
-	if err != nil || !ok {
+	if err != nil || !ok || !current(e) {
 		return nil, false
 	}
 	return resultOf(e, a, "fleet"), true
+}
+
+// current reports whether an address entry may be used: a not-exists
+// learned under older reply rules may be a full mailbox, a rate limit or
+// a refusal of us that those rules misread, so it is probed again (and
+// overwritten) rather than refusing mail for days after an upgrade.
+func current(e cache.Entry) bool {
+	return e.Kind != string(NotExists) || e.Rules >= RulesVersion
 }
 
 // resultOf is the result a cached entry of an address stands for.
@@ -259,6 +270,9 @@ func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refr
 	if v.hooks.Probe != nil {
 		v.hooks.Probe(r.Class, r.Duration)
 	}
+	if v.hooks.Rule != nil {
+		v.hooks.Rule(r.RuleName())
+	}
 	if v.hooks.TLS != nil && r.TLS != "" {
 		v.hooks.TLS(r.TLS)
 	}
@@ -275,7 +289,7 @@ func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refr
 		return r // a failed refresh keeps the old positive entry, as Postfix does
 	}
 	if ttl := v.ttl(r.Class); ttl > 0 {
-		e := cache.Entry{Kind: string(r.Class), Stored: now}
+		e := cache.Entry{Kind: string(r.Class), Stored: now, Rules: RulesVersion}
 		if r.Reply != nil {
 			e.Code, e.Enhanced = uint16(r.Reply.Code), r.Reply.Enhanced
 		}

@@ -97,7 +97,7 @@ func (c *Checker) check(ctx context.Context, id Identity, ip netip.Addr, helo, s
 	h := e.checkHost(domain, true)
 	res := Result{
 		Status: h.status, Identity: id, IP: ip, Sender: e.env.sender,
-		Domain: h.domain, Mechanism: h.mech, Explanation: h.explanation, Problem: h.problem,
+		Domain: h.domain, Mechanism: h.mech, Open: h.open, Explanation: h.explanation, Problem: h.problem,
 		Lookups: e.lookups, VoidLookups: e.voids,
 	}
 	if e.trace != nil {
@@ -128,6 +128,7 @@ type evaluation struct {
 	lookups, voids int
 	trace          func(string)
 	validated      []string // validated PTR names, for %{p}
+	includeOpen    bool     // the last include matched by an open term
 	validatedDone  bool
 }
 
@@ -136,6 +137,7 @@ type hostResult struct {
 	status      Status
 	domain      string
 	mech        string
+	open        bool // mech matches every address
 	explanation string
 	problem     error
 }
@@ -202,7 +204,7 @@ func (e *evaluation) checkHost(domain string, top bool) hostResult {
 			e.tracef("%s: %s: match=%v", domain, m.text, match)
 		}
 		if match {
-			r := hostResult{status: m.qualifier, domain: domain, mech: m.text}
+			r := hostResult{status: m.qualifier, domain: domain, mech: m.text, open: e.matchesAll(m)}
 			if r.status == Fail && top {
 				r.explanation = e.explain(rec)
 			}
@@ -302,4 +304,19 @@ func (e *evaluation) explain(rec *record) string {
 		return DefaultExplanation
 	}
 	return ms.expand(&e.env)
+}
+
+// matchesAll reports a matched term that covers every address: all, an
+// ip4 or ip6 network of prefix length 0, or an include whose record
+// matched by such a term.
+func (e *evaluation) matchesAll(m *mechanism) bool {
+	switch m.kind {
+	case "all":
+		return true
+	case "ip4", "ip6":
+		return m.prefix.Bits() == 0
+	case "include":
+		return e.includeOpen
+	}
+	return false
 }

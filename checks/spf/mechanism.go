@@ -30,6 +30,7 @@ func (e *evaluation) match(m *mechanism) (bool, error) {
 		r := e.checkHost(target, false)
 		switch r.status {
 		case Pass:
+			e.includeOpen = r.open
 			return true, nil
 		case TempError:
 			return false, r.problem

@@ -41,12 +41,16 @@ var (
 
 // Result is the outcome of one check_host() evaluation with its evidence.
 type Result struct {
-	Status      Status
-	Identity    Identity
-	IP          netip.Addr
-	Sender      string // the checked sender, postmaster@HELO for the HELO identity
-	Domain      string // the domain whose policy decided
-	Mechanism   string // the term that matched ("" for none/neutral by default)
+	Status    Status
+	Identity  Identity
+	IP        netip.Addr
+	Sender    string // the checked sender, postmaster@HELO for the HELO identity
+	Domain    string // the domain whose policy decided
+	Mechanism string // the term that matched ("" for none/neutral by default)
+	// Open marks a match by a term that covers every address ("all",
+	// ip4:0.0.0.0/0, ip6:::/0, or an include whose record matched so): a
+	// pass from it vouches for nothing.
+	Open        bool
 	Explanation string // for fail: exp= text or the default explanation
 	Problem     error  // for temperror and permerror
 	Lookups     int    // DNS-querying terms used

@@ -18,7 +18,7 @@ func runProbe(args []string) int {
 	}
 	dnsServers := fs.String("dns", "", "DNS servers HOST:PORT[,HOST:PORT...] (default: /etc/resolv.conf)")
 	port := fs.Int("port", 25, "SMTP port of the mail hosts")
-	helo := fs.String("helo", "", "our EHLO name (default: host name)")
+	helo := fs.String("helo", "", "our EHLO name (default: the host's FQDN, else the address literal of our side of the connection)")
 	allowPrivate := fs.Bool("callout-allow-private", false, "allow probing loopback and private addresses")
 	catchAll := fs.Bool("catch-all", false, "also probe a random local part")
 	tlsMode := fs.String("callout-tls", "may", "STARTTLS: may, verify or off")
@@ -43,6 +43,9 @@ func runProbe(args []string) int {
 		fmt.Fprintln(os.Stderr, "senderguard probe:", err)
 		return 2
 	}
+	if *helo != "" && !config.Qualified(*helo) {
+		fmt.Fprintf(os.Stderr, "senderguard probe: warning: -helo %q is not a fully qualified domain name; strict servers refuse it (the default is this host's FQDN or the address literal of our side of each connection)\n", *helo)
+	}
 	p := newProber(cfg, q)
 	if *verbose {
 		p.Trace = func(s string) { fmt.Fprintln(os.Stderr, s) }
@@ -54,6 +57,9 @@ func runProbe(args []string) int {
 	fmt.Println(r.Evidence())
 	if tls := r.TLSSummary(); *verbose && tls != "" {
 		fmt.Fprintln(os.Stderr, "TLS:", tls)
+	}
+	if *verbose {
+		fmt.Fprintf(os.Stderr, "rule=%s class=%s reply=%q\n", r.RuleName(), r.Class, r.Reply.String())
 	}
 	return 0
 }

@@ -12,7 +12,6 @@ import (
 	"os/signal"
 	"os/user"
 	"strconv"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -124,7 +123,7 @@ func runServe(args []string) int {
 		return 1
 	}
 	deps := filter.Deps{
-		SPF:     &spf.Checker{Resolver: q, Receiver: filter.Hostname(cfg)},
+		SPF:     &spf.Checker{Resolver: q, Receiver: cfg.Host()},
 		Log:     logger,
 		Metrics: m,
 	}
@@ -156,7 +155,7 @@ func runServe(args []string) int {
 			return 1
 		}
 	}
-	if h := filter.Hostname(cfg); !strings.Contains(strings.TrimSuffix(h, "."), ".") {
+	if h := cfg.Host(); !config.Qualified(h) {
 		// Our name goes into the authserv-id, Received-SPF and the EHLO of
 		// probes: a pod name there breaks DMARC verifiers' trust lists.
 		logger.Warn("hostname is not a fully qualified domain name; set hostname (and authserv_id)", "hostname", h)

@@ -15,7 +15,6 @@ import (
 	"github.com/senderguard/senderguard/checks/resolver"
 	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
-	"github.com/senderguard/senderguard/filter"
 	"github.com/senderguard/senderguard/metrics"
 )
 
@@ -92,6 +91,9 @@ func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, log
 		return nil, nil, err
 	}
 	p := newProber(cfg, q)
+	for _, rule := range callout.RuleNames() {
+		m.ProbeRules.WithLabelValues(rule)
+	}
 	v := callout.NewVerifier(p, store, callout.VerifierConfig{
 		TTLExists: co.TTLExists.D(), TTLNotExists: co.TTLNotExists.D(), TTLUnknown: co.TTLUnknown.D(),
 		RefreshAfter: co.RefreshAfter.D(), BreakerTTL: co.BreakerTTL.D(), GreylistRetry: co.GreylistRetry.D(),
@@ -104,6 +106,7 @@ func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, log
 			m.Probes.WithLabelValues(string(c)).Inc()
 			m.ProbeDuration.Observe(d.Seconds())
 		},
+		Rule:    func(rule string) { m.ProbeRules.WithLabelValues(rule).Inc() },
 		Skip:    func(reason string) { m.ProbesSkipped.WithLabelValues(reason).Inc() },
 		Breaker: m.BreakerTrips.Inc,
 		TLS:     func(o callout.TLSOutcome) { m.ProbesTLS.WithLabelValues(string(o)).Inc() },
@@ -168,9 +171,12 @@ func redisOptions(cfg *config.Config) (cache.RedisOptions, error) {
 
 func newProber(cfg *config.Config, q resolver.Querier) *callout.Prober {
 	co := cfg.Callout
+	// Without callout.helo, our host name if it is fully qualified; else
+	// the prober says the address literal of each connection's local
+	// address, never a bare host name that strict servers refuse.
 	helo := co.Helo
-	if helo == "" {
-		helo = filter.Hostname(cfg)
+	if h := cfg.Host(); helo == "" && config.Qualified(h) {
+		helo = h
 	}
 	return &callout.Prober{Resolver: q, Port: co.Port, Helo: helo, MailFrom: co.MailFrom,
 		AllowPrivate: co.AllowPrivate, StepTimeout: co.StepTimeout.D(), CatchAllTest: co.CatchAllTest, TLS: callout.TLSMode(co.TLS)}

@@ -135,7 +135,13 @@ func (s *Server) handle(c net.Conn) {
 		}
 	case s.Banner != "":
 		fmt.Fprintf(c, "%s\r\n", s.Banner)
+		if strings.HasPrefix(s.Banner, "421") {
+			return
+		}
 		if !strings.HasPrefix(s.Banner, "220") {
+			// RFC 5321 §3.1: after a 554 greeting the server waits for
+			// QUIT and refuses everything else.
+			s.refuseAll(c)
 			return
 		}
 	default:
@@ -222,4 +228,25 @@ func (s *Server) defaultReply(cmd string) string {
 		return "250 2.0.0 Ok"
 	}
 	return "502 5.5.2 Error: command not recognized"
+}
+
+// refuseAll answers 503 to every command until QUIT.
+func (s *Server) refuseAll(c net.Conn) {
+	r := bufio.NewReader(c)
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return
+		}
+		cmd := strings.TrimRight(line, "\r\n")
+		s.mu.Lock()
+		s.bytes += len(line)
+		s.cmds = append(s.cmds, cmd)
+		s.mu.Unlock()
+		if strings.EqualFold(cmd, "QUIT") {
+			fmt.Fprintf(c, "221 2.0.0 Bye\r\n")
+			return
+		}
+		fmt.Fprintf(c, "503 5.5.1 no SMTP service here\r\n")
+	}
 }
