@@ -41,7 +41,11 @@ func startReplica(t *testing.T, i int, redisURL string, r *replica) {
 	}
 	r.cmd = exec.Command(h.bin, "serve", "-config", h.cfgPath, "-listen", "inet:"+r.milter, "-metrics-listen", r.metrics,
 		"-admin", r.admin, "-dns", h.dns.Addr, "-callout-port", strconv.Itoa(h.probePort), "-redis", redisURL,
-		"-redis-timeout", "100ms")
+		"-redis-timeout", "100ms",
+		// All the senders here share one mail host, and per-host limits
+		// are fleet-wide: this test counts probes, not host limits
+		// (checks/callout's TestFleetSharesThePerHostLimits does).
+		"-callout-per-host-concurrency", "30")
 	r.cmd.Stdout, r.cmd.Stderr = logf, logf
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
