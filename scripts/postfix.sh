@@ -10,7 +10,8 @@
 # MILTER_DEFAULT_ACTION (tempfail), MILTER_TIMEOUT (30s), MTA_DOMAINS (the
 # domains it accepts mail for, all into the same Maildir; example.test),
 # MTA_TLS_CERT and MTA_TLS_KEY (PEM files: STARTTLS required), MTA_CHROOT
-# (y: smtpd chrooted in the queue directory).
+# (y: smtpd chrooted in the queue directory), MTA_MAIN_CF (lines added to
+# main.cf, e.g. smtpd_helo_restrictions for a strict server).
 set -eu
 cmd=${1:?usage: postfix.sh up MILTER [LISTEN] | down}
 dir=${MTA_DIR:-/tmp/senderguard-mta}/postfix
@@ -103,6 +104,9 @@ smtpd_tls_cert_file = $MTA_TLS_CERT
 smtpd_tls_key_file = $MTA_TLS_KEY
 smtpd_tls_security_level = encrypt
 CF
+fi
+if [ -n "${MTA_MAIN_CF:-}" ]; then
+	printf '%s\n' "$MTA_MAIN_CF" >>"$etc/main.cf"
 fi
 # postfix reports problems on stderr only when it has a terminal.
 if ! out=$(script -qec "postfix -c '$etc' check && postfix -c '$etc' start" /dev/null 2>&1); then
