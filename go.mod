@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/d--j/go-milter v0.10.1
+	github.com/emersion/go-msgauth v0.7.0
 	github.com/hashicorp/golang-lru/v2 v2.0.7
 	github.com/miekg/dns v1.1.73
 	github.com/prometheus/client_golang v1.25.0
