@@ -37,6 +37,14 @@ type Config struct {
 	RemoveForgedAuthResults bool     `yaml:"remove_forged_authentication_results"`
 	RejectAt                string   `yaml:"reject_at"`
 	AlwaysAcceptRecipients  []string `yaml:"always_accept_recipients"`
+	// SPFFailRescue: "dkim" holds a MAIL FROM SPF fail whose action is a
+	// rejection until end of message, where a valid DKIM signature
+	// aligned with the sender's domain rescues it (forwarded mail); "none"
+	// refuses at once.
+	SPFFailRescue string `yaml:"spf_fail_rescue"`
+	// TrustedForwarders are clients whose SPF fails are not refused: the
+	// site's own secondary MX, a forwarding service it trusts.
+	TrustedForwarders TrustedForwarders `yaml:"trusted_forwarders"`
 	StageBudget             Duration `yaml:"stage_budget"`
 	ShutdownGrace           Duration `yaml:"shutdown_grace"`
 	// MilterMaxConnections caps open MTA connections; MilterIdleTimeout
@@ -154,6 +162,14 @@ type Callout struct {
 	TLS string `yaml:"tls"`
 }
 
+// TrustedForwarders are networks, and host names (with their subdomains)
+// as the MTA verified them by forward-confirmed reverse DNS (Postfix's
+// client name is "unknown" otherwise).
+type TrustedForwarders struct {
+	Networks Networks `yaml:"networks"`
+	Names    []string `yaml:"names"`
+}
+
 // SPFActions maps each SPF result to an action.
 type SPFActions struct {
 	Pass      Action `yaml:"pass"`
@@ -202,6 +218,7 @@ func Default() *Config {
 		RemoveForgedAuthResults: true,
 		RejectAt:                "rcpt",
 		AlwaysAcceptRecipients:  []string{"postmaster", "abuse"},
+		SPFFailRescue:           "dkim",
 		StageBudget:             Duration(4e9),
 		ShutdownGrace:           Duration(30e9),
 		MilterMaxConnections:    1000,

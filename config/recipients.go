@@ -20,6 +20,8 @@ type RecipientDomain struct {
 	Actions map[string]map[string]Action `yaml:"actions"`
 	DryRun  *bool                        `yaml:"dry_run"`
 	Callout *RecipientCallout            `yaml:"callout"`
+	// SPFFailRescue overrides spf_fail_rescue for these domains.
+	SPFFailRescue *string `yaml:"spf_fail_rescue"`
 }
 
 // RecipientCallout is the part of the callout settings an entry may
@@ -121,6 +123,11 @@ func (c *Config) validateRecipients() error {
 				if !validActionKey(id, res) {
 					return fieldErr(fmt.Sprintf("%s.actions.%s.%s", path, id, res), "not an action key: want spf_mailfrom, spf_helo or callout, then a result of that check")
 				}
+			}
+		}
+		if r.SPFFailRescue != nil {
+			if err := validRescue(*r.SPFFailRescue); err != nil {
+				return fieldErr(path+".spf_fail_rescue", "%v", err)
 			}
 		}
 		if r.Callout != nil && r.Callout.ProbeOn != nil {

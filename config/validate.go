@@ -57,6 +57,14 @@ func (c *Config) Validate() error {
 	if c.MetricsListen != "" && !strings.Contains(c.MetricsListen, ":") {
 		return fieldErr("metrics_listen", "want HOST:PORT, or empty to disable")
 	}
+	if err := validRescue(c.SPFFailRescue); err != nil {
+		return fieldErr("spf_fail_rescue", "%v", err)
+	}
+	for _, n := range c.TrustedForwarders.Names {
+		if _, err := CanonicalDomain(n); err != nil {
+			return fieldErr("trusted_forwarders.names", "%q: %v", n, err)
+		}
+	}
 	switch c.RejectAt {
 	case "rcpt", "mail":
 	default:
@@ -206,4 +214,13 @@ func SocketAddr(s string) (network, address string) {
 		return "tcp", s[6:]
 	}
 	return "tcp", strings.TrimPrefix(s, "inet:")
+}
+
+// validRescue checks an spf_fail_rescue value.
+func validRescue(v string) error {
+	switch v {
+	case "dkim", "none":
+		return nil
+	}
+	return fmt.Errorf("must be dkim or none, not %q", v)
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/senderguard/senderguard/checks/callout"
+	"github.com/senderguard/senderguard/checks/dkim"
 	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
 	"github.com/senderguard/senderguard/metrics"
@@ -29,6 +30,9 @@ type Verifier interface {
 type Deps struct {
 	SPF     *spf.Checker
 	Callout Verifier // nil disables callouts
+	// DKIM verifies held SPF fails at end of message (spf_fail_rescue);
+	// nil refuses them at once.
+	DKIM    *dkim.Verifier
 	Log     *slog.Logger
 	Metrics *metrics.Metrics
 }
@@ -46,6 +50,7 @@ type runtime struct {
 	// Whitelisted names, lower case without the root dot, made once here
 	// rather than for every message.
 	heloNames, senderDomains []string
+	forwarderNames           []string // trusted_forwarders.names, canonical
 	skipProbe                []string // callout.skip_domains, canonical
 }
 
@@ -78,6 +83,9 @@ func (f *Filter) Apply(cfg *config.Config) {
 	}
 	for _, n := range cfg.SPF.Whitelist.SenderDomains {
 		rt.senderDomains = append(rt.senderDomains, canonicalName(n))
+	}
+	for _, n := range cfg.TrustedForwarders.Names {
+		rt.forwarderNames = append(rt.forwarderNames, canonicalName(n))
 	}
 	for _, n := range cfg.Callout.SkipDomains {
 		rt.skipProbe = append(rt.skipProbe, canonicalName(n))

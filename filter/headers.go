@@ -27,14 +27,14 @@ func (s *session) headers() []header {
 	if f.SPFMail != nil {
 		hs = append(hs, header{"Received-SPF", f.SPFMail.ReceivedSPF(rt.hostname, s.conn.helo)})
 	}
-	if ar := authResults(rt.authservID, f); ar != "" {
+	if ar := authResults(rt.authservID, f, msg.rescue); ar != "" {
 		hs = append(hs, header{"Authentication-Results", ar})
 	}
 	return hs
 }
 
 // authResults renders RFC 8601's Authentication-Results for SPF.
-func authResults(id string, f *Facts) string {
+func authResults(id string, f *Facts, rs *rescue) string {
 	var parts []string
 	if r := f.SPFMail; r != nil && r.Identity == spf.MailFrom {
 		// The domain, as RFC 8601 §2.7.2 allows: DMARC verifiers
@@ -44,6 +44,11 @@ func authResults(id string, f *Facts) string {
 	}
 	if r := f.SPFHelo; r != nil {
 		parts = append(parts, resinfo(r, "smtp.helo", f.HELO))
+	}
+	if rs != nil && rs.outcome == "rescued" {
+		// The signature that vouched for the forwarded message (RFC 8601
+		// §2.7.1); the SPF fail above stays as it was.
+		parts = append(parts, "dkim=pass header.d="+spf.QuoteValue(rs.domain)+" header.s="+spf.QuoteValue(rs.selector))
 	}
 	if len(parts) == 0 {
 		return ""

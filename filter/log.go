@@ -65,6 +65,19 @@ func (s *session) logDecision(outcome string) {
 			attrs = append(attrs, slog.String("callout_tls", tls))
 		}
 	}
+	if msg.forwarder != "" {
+		attrs = append(attrs, slog.String("spf_fail_accepted", "trusted forwarder ("+msg.forwarder+")"))
+	}
+	if rs := msg.rescue; rs != nil {
+		attrs = append(attrs, slog.String("spf_fail_rescue", rs.outcome))
+		if rs.outcome == "rescued" {
+			attrs = append(attrs, slog.String("rescued_by", "dkim d="+rs.domain+" s="+rs.selector))
+		} else if rs.why != "" {
+			attrs = append(attrs, slog.String("rescue_failed", rs.why))
+		}
+	} else if msg.mode == modeHeld {
+		attrs = append(attrs, slog.String("spf_fail_rescue", "held"))
+	}
 	v := msg.verdict
 	if v.Action != "" {
 		attrs = append(attrs, slog.String("verdict", string(v.Action)))

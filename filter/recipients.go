@@ -19,6 +19,7 @@ type rcptPolicy struct {
 	dryRun  bool
 	callout bool
 	probeOn map[spf.Status]bool
+	rescue  bool // spf_fail_rescue: dkim
 }
 
 // recipientTable finds a recipient domain's policy: the exact name first,
@@ -40,16 +41,20 @@ func probeOnSet(list []string) map[spf.Status]bool {
 // newRecipients builds the global policy and, when cfg has entries, the
 // table; names were validated by config.
 func newRecipients(cfg *config.Config, global *Policy) (*rcptPolicy, *recipientTable) {
-	g := &rcptPolicy{label: "global", policy: global, dryRun: cfg.DryRun, callout: cfg.Callout.Enabled, probeOn: probeOnSet(cfg.Callout.ProbeOn)}
+	g := &rcptPolicy{label: "global", policy: global, dryRun: cfg.DryRun, callout: cfg.Callout.Enabled, probeOn: probeOnSet(cfg.Callout.ProbeOn),
+		rescue: cfg.SPFFailRescue == "dkim"}
 	if len(cfg.RecipientDomains) == 0 {
 		return g, nil
 	}
 	t := &recipientTable{exact: map[string]*rcptPolicy{}, wild: map[string]*rcptPolicy{}}
 	for i := range cfg.RecipientDomains {
 		e := &cfg.RecipientDomains[i]
-		p := &rcptPolicy{label: e.Label(i), policy: &Policy{actions: e.Merged(cfg.Actions)}, dryRun: g.dryRun, callout: g.callout, probeOn: g.probeOn}
+		p := &rcptPolicy{label: e.Label(i), policy: &Policy{actions: e.Merged(cfg.Actions)}, dryRun: g.dryRun, callout: g.callout, probeOn: g.probeOn, rescue: g.rescue}
 		if e.DryRun != nil {
 			p.dryRun = *e.DryRun
+		}
+		if e.SPFFailRescue != nil {
+			p.rescue = *e.SPFFailRescue == "dkim"
 		}
 		if c := e.Callout; c != nil {
 			if c.Enabled != nil {
@@ -139,8 +144,14 @@ func (s *session) rcptVerdict(rcpt string) *milter.Response {
 		s.runCallout(ctx, msg, pol.probeOn)
 		cancel()
 	}
-	f := pol.facts(msg)
-	v := pol.policy.Decide(&f)
+	v, held := s.decide(pol, msg)
+	if held {
+		r := s.join(modeHeld, &v)
+		if r == respContinue && len(msg.outcomes) < maxOutcomes {
+			msg.outcomes = append(msg.outcomes, domain+":held")
+		}
+		return r
+	}
 	action := string(v.Action)
 	if v.Action != config.Accept && pol.dryRun {
 		action = "dry_run_" + action
@@ -155,7 +166,7 @@ func (s *session) rcptVerdict(rcpt string) *milter.Response {
 		mt.RecipientVerdicts.WithLabelValues(pol.label, action).Inc()
 	}
 	if v.Action == config.Accept || pol.dryRun {
-		return respContinue
+		return s.join(modePlain, nil)
 	}
 	if v.severity() > msg.verdict.severity() {
 		msg.verdict, msg.applied = v, "rcpt"

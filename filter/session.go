@@ -12,6 +12,7 @@ import (
 	"github.com/d--j/go-milter"
 
 	"github.com/senderguard/senderguard/checks/callout"
+	"github.com/senderguard/senderguard/checks/dkim"
 	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
 )
@@ -45,6 +46,17 @@ type message struct {
 	// receivedSPF counts incoming Received-SPF fields (removed with the
 	// forged Authentication-Results).
 	receivedSPF int
+
+	// The transaction's recipients all get one end (rescue.go): plain, or
+	// a held SPF fail that a DKIM signature may rescue at end of message.
+	mode         txMode
+	held         *Verdict
+	forwarder    string // why the client is a trusted forwarder, "" if not
+	dkim         *dkim.Check
+	dkimCancel   context.CancelFunc
+	dkimStart    time.Time
+	leadingSpace bool // header values keep their leading space
+	rescue       *rescue
 
 	// With recipient_domains: what each recipient got.
 	nullMXChecked bool
@@ -108,6 +120,7 @@ func (s *session) MailFrom(from, esmtpArgs string, m milter.Modifier) (resp *mil
 	if s.msg != nil && !s.msg.logged {
 		s.logDecision("superseded")
 	}
+	s.msg.endDKIM()
 	rt := s.f.rt.Load()
 	msg := &message{rt: rt, start: time.Now(), sender: from, args: esmtpArgs, queueID: m.Get("i"), auth: m.Get("{auth_authen}")}
 	s.msg = msg
@@ -121,12 +134,23 @@ func (s *session) MailFrom(from, esmtpArgs string, m milter.Modifier) (resp *mil
 	ctx, cancel := context.WithTimeout(context.Background(), rt.cfg.StageBudget.D())
 	defer cancel()
 	s.runChecks(ctx, rt, msg)
+	if f := msg.facts.SPFMail; f != nil && f.Status == spf.Fail {
+		if msg.forwarder = rt.trustedForwarder(s.conn.ip, s.conn.name); msg.forwarder != "" {
+			s.countRescue("trusted_forwarder")
+		}
+	}
 	if rt.recipients != nil {
 		// Every verdict depends on the recipient: given at RCPT.
 		msg.verdict = Verdict{Action: config.Accept}
 		return respContinue, nil
 	}
-	msg.verdict = rt.policy.Decide(&msg.facts)
+	v, held := s.decide(rt.global, msg)
+	if held {
+		// Judged at end of message; the recipients join it at RCPT.
+		msg.verdict, msg.held = Verdict{Action: config.Accept}, &v
+		return respContinue, nil
+	}
+	msg.verdict = v
 	if rt.cfg.RejectAt == "mail" || msg.verdict.Action == config.Accept {
 		return s.apply("mail"), nil
 	}
@@ -255,18 +279,25 @@ func (s *session) RcptTo(rcpt, esmtpArgs string, m milter.Modifier) (resp *milte
 	if msg == nil || msg.skip != "" {
 		return respContinue, nil
 	}
-	if msg.rt.recipients == nil && (msg.verdict.Action == config.Accept || msg.verdict.Action == "") {
-		return respContinue, nil
-	}
 	// RFC 5321 §4.5.1: postmaster (and abuse) must always be reachable.
 	local := strings.ToLower(localPart(rcpt))
 	for _, r := range msg.rt.cfg.AlwaysAcceptRecipients {
 		if strings.EqualFold(r, local) || strings.EqualFold(r, rcpt) {
-			return respContinue, nil
+			return s.join(modePlain, nil), nil
 		}
 	}
 	if msg.rt.recipients != nil {
 		return s.rcptVerdict(rcpt), nil
+	}
+	switch {
+	case msg.held != nil:
+		return s.join(modeHeld, nil), nil
+	case msg.verdict.Action == config.Accept || msg.verdict.Action == "":
+		return s.join(modePlain, nil), nil
+	case msg.rt.cfg.DryRun:
+		if r := s.join(modePlain, nil); r != respContinue {
+			return r, nil
+		}
 	}
 	return s.apply("rcpt"), nil
 }
@@ -277,6 +308,10 @@ func (s *session) Data(m milter.Modifier) (*milter.Response, error) { return res
 // authserv-id; nothing else of the header section is kept.
 func (s *session) Header(name, value string, m milter.Modifier) (*milter.Response, error) {
 	msg := s.msg
+	if msg != nil && msg.mode == modeHeld {
+		s.startDKIM(m)
+		msg.dkim.Header(name, value, msg.leadingSpace)
+	}
 	if msg != nil && strings.EqualFold(name, "Received-SPF") {
 		// It names no authserv-id and DMARC verifiers trust it blindly:
 		// every incoming one is someone else's claim.
@@ -309,7 +344,17 @@ func (s *session) noteQueueID(m milter.Modifier) {
 	}
 }
 
+// BodyChunk feeds a held message's body to its DKIM check; any other
+// message's body is skipped (the MTA stops sending it).
 func (s *session) BodyChunk(chunk []byte, m milter.Modifier) (*milter.Response, error) {
+	if msg := s.msg; msg != nil && msg.mode == modeHeld {
+		s.startDKIM(m)
+		msg.dkim.Body(chunk)
+		return respContinue, nil
+	}
+	if m.Protocol()&milter.OptSkip != 0 {
+		return milter.RespSkip, nil
+	}
 	return respContinue, nil
 }
 
@@ -325,6 +370,13 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 		return respContinue, nil
 	}
 	s.noteQueueID(m)
+	if msg.mode == modeHeld {
+		s.startDKIM(m) // a message without header fields
+		s.endHeld()
+		if msg.verdict.Action != config.Accept {
+			return s.apply("eom"), nil
+		}
+	}
 	if msg.rt.cfg.RemoveForgedAuthResults && m.Actions()&milter.OptChangeHeader != 0 {
 		for i := len(msg.forgedAR) - 1; i >= 0; i-- {
 			if err := m.ChangeHeader(msg.forgedAR[i], "Authentication-Results", ""); err != nil {
@@ -357,6 +409,7 @@ func (s *session) Cleanup(m milter.Modifier) {
 	if s.msg != nil && !s.msg.logged {
 		s.logDecision("disconnected")
 	}
+	s.msg.endDKIM()
 	s.msg = nil
 }
 
@@ -364,6 +417,7 @@ func (s *session) Abort(m milter.Modifier) error {
 	if s.msg != nil && !s.msg.logged {
 		s.logDecision("aborted")
 	}
+	s.msg.endDKIM()
 	s.msg = nil
 	return nil
 }

@@ -34,7 +34,13 @@ type Metrics struct {
 	ProbeRules    *prometheus.CounterVec // rule
 	ProbesSkipped *prometheus.CounterVec // reason
 	BreakerTrips  prometheus.Counter
-	FleetWaits    *prometheus.CounterVec // result
+	// SPFRescues counts SPF fails that were held or let through:
+	// rescued (DKIM), refused, tempfail (key lookup), trusted_forwarder.
+	SPFRescues *prometheus.CounterVec // result
+	// SeparateTransactions counts recipients told 452 4.5.3 to come in a
+	// transaction of their own.
+	SeparateTransactions prometheus.Counter
+	FleetWaits           *prometheus.CounterVec // result
 	// StoreUp has no labels, but is a vector so that it is absent until a
 	// shared store is configured: a lone replica must not look "down".
 	StoreUp     *prometheus.GaugeVec
@@ -81,6 +87,10 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "Callout SMTP probes made, by classification."}, []string{"result"}),
 		ProbeDuration: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "callout_probe_duration_seconds",
 			Help: "Duration of one callout probe.", Buckets: latency}),
+		SPFRescues: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "spf_rescues_total",
+			Help: "MAIL FROM SPF fails held for end of message or let through, by result (rescued by DKIM, refused, tempfail, trusted_forwarder)."}, []string{"result"}),
+		SeparateTransactions: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "separate_transactions_total",
+			Help: "Recipients answered 452 4.5.3 to come in a transaction of their own (their verdict would differ from the others')."}),
 		ProbeRules: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "callout_classifications_total",
 			Help: "Callout probes by the reply rule that classified them (see checks/callout/classify.go)."}, []string{"rule"}),
 		ProbesTLS: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "callout_probes_tls_total",
@@ -102,7 +112,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	}
 	reg.MustRegister(m.Sessions, m.ActiveSessions, m.Messages, m.Verdicts, m.RecipientVerdicts, m.CheckResults, m.CheckDuration,
 		m.CacheRequests, m.CacheEvictions, m.DNSQueries, m.DNSDuration, m.DNSServerUp, m.MilterErrors, m.ConfigReloads,
-		m.Probes, m.ProbeDuration, m.ProbeRules, m.ProbesTLS, m.ProbesSkipped, m.BreakerTrips, m.FleetWaits, m.StoreUp, m.StoreErrors, m.HostnameUnqualified, m.BuildInfo)
+		m.Probes, m.ProbeDuration, m.ProbeRules, m.SPFRescues, m.SeparateTransactions, m.ProbesTLS, m.ProbesSkipped, m.BreakerTrips, m.FleetWaits, m.StoreUp, m.StoreErrors, m.HostnameUnqualified, m.BuildInfo)
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	m.zero()
 	return m
@@ -136,6 +146,9 @@ func (m *Metrics) zero() {
 	}
 	for _, r := range []string{"result", "timeout"} {
 		m.FleetWaits.WithLabelValues(r)
+	}
+	for _, r := range []string{"rescued", "refused", "tempfail", "trusted_forwarder"} {
+		m.SPFRescues.WithLabelValues(r)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/exporter-toolkit/web"
 
+	"github.com/senderguard/senderguard/checks/dkim"
 	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
 	"github.com/senderguard/senderguard/filter"
@@ -124,6 +125,7 @@ func runServe(args []string) int {
 	}
 	deps := filter.Deps{
 		SPF:     &spf.Checker{Resolver: q, Receiver: cfg.Host()},
+		DKIM:    &dkim.Verifier{Resolver: q},
 		Log:     logger,
 		Metrics: m,
 	}

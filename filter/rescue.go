@@ -1,0 +1,172 @@
+package filter
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"time"
+
+	"github.com/d--j/go-milter"
+
+	"github.com/senderguard/senderguard/checks/dkim"
+	"github.com/senderguard/senderguard/checks/spf"
+	"github.com/senderguard/senderguard/config"
+)
+
+// txMode is what a transaction's accepted recipients will get at end of
+// message. The milter can refuse a message only as a whole there, so all
+// of them must get the same: a recipient whose verdict would differ is
+// told "452 4.5.3" and sent again, in a transaction of its own (RFC 5321
+// §4.5.3.1.10), and nothing is lost silently.
+type txMode uint8
+
+const (
+	modeNone  txMode = iota // no recipient accepted yet
+	modePlain               // accepted now, delivered
+	modeHeld                // an SPF fail held for the DKIM rescue at end of message
+)
+
+// respOwnTransaction asks the client to send a recipient again, in a
+// transaction of its own.
+var respOwnTransaction = mustReply(452, "4.5.3", "Too many recipients for this message; send to this one in a separate transaction")
+
+func mustReply(code uint16, status, text string) *milter.Response {
+	r, err := milter.RejectWithCodeAndReason(code, status+" "+text)
+	if err != nil {
+		panic(err)
+	}
+	return r
+}
+
+// rescue is how the end of message judged a held SPF fail.
+type rescue struct {
+	outcome  string // rescued, refused, tempfail
+	domain   string // d= of the signature that rescued it
+	selector string
+	why      string // for the decision line, when not rescued
+}
+
+// decide is the one decision of a recipient policy: its verdict of the
+// message's facts, after what may clear an SPF fail. held reports a
+// rejection for an SPF fail that waits for end of message, where a valid
+// DKIM signature of the sender's domain may rescue the message.
+func (s *session) decide(pol *rcptPolicy, msg *message) (v Verdict, held bool) {
+	f := pol.facts(msg)
+	v = pol.policy.Decide(&f)
+	if v.Action == config.Accept || v.Check != "spf_mailfrom" || f.SPFMail == nil || f.SPFMail.Status != spf.Fail {
+		return v, false
+	}
+	if msg.forwarder != "" {
+		// A forwarder the site trusts: its SPF fail is expected.
+		f.SPFMail = nil
+		return pol.policy.Decide(&f), false
+	}
+	held = v.Action == config.Reject && pol.rescue && !pol.dryRun && s.f.deps.DKIM != nil
+	return v, held
+}
+
+// join puts a recipient into the transaction, or asks for a transaction
+// of its own when it would get another verdict than those before it.
+func (s *session) join(mode txMode, held *Verdict) *milter.Response {
+	msg := s.msg
+	if msg.mode != modeNone && msg.mode != mode {
+		if mt := s.f.deps.Metrics; mt != nil {
+			mt.SeparateTransactions.Inc()
+		}
+		return respOwnTransaction
+	}
+	msg.mode = mode
+	if held != nil && msg.held == nil {
+		msg.held = held
+	}
+	return respContinue
+}
+
+// trustedForwarder names the rule that makes the client a trusted
+// forwarder, "" when none does.
+func (rt *runtime) trustedForwarder(ip netip.Addr, name string) string {
+	tf := &rt.cfg.TrustedForwarders
+	if tf.Networks.Contains(ip) {
+		return "network"
+	}
+	if name != "" && name != "unknown" && matchName(rt.forwarderNames, name, true) {
+		return "name " + canonicalName(name)
+	}
+	return ""
+}
+
+// startDKIM begins verifying a held message's signatures as its header
+// fields arrive; key lookups get the stage budget from here.
+func (s *session) startDKIM(m milter.Modifier) {
+	msg := s.msg
+	if msg.dkim != nil || msg.mode != modeHeld {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), msg.rt.cfg.StageBudget.D())
+	msg.dkimCancel = cancel
+	msg.dkim = s.f.deps.DKIM.Start(ctx)
+	msg.leadingSpace = m.Protocol()&milter.OptHeaderLeadingSpace != 0
+	msg.dkimStart = time.Now()
+}
+
+// endHeld judges a held message at end of message: a valid signature of
+// the sender's domain (relaxed alignment) rescues it; a key that could
+// not be fetched now tempfails; anything else refuses it with the held
+// SPF verdict.
+func (s *session) endHeld() {
+	msg := s.msg
+	res := dkim.Result{Err: fmt.Errorf("no header fields seen")}
+	if msg.dkim != nil {
+		res = msg.dkim.Finish()
+		msg.dkimCancel()
+	}
+	sender := domainOf(msg.sender)
+	var temp *dkim.Signature
+	msg.rescue = &rescue{outcome: "refused", why: "no DKIM signature"}
+	for i := range res.Signatures {
+		sig := &res.Signatures[i]
+		if !dkim.Aligned(sig.Domain, sender) {
+			if msg.rescue.why == "no DKIM signature" {
+				msg.rescue.why = "signature of another domain (d=" + sig.Domain + ")"
+			}
+			continue
+		}
+		switch sig.Status {
+		case dkim.Pass:
+			msg.rescue = &rescue{outcome: "rescued", domain: sig.Domain, selector: sig.Selector}
+			msg.verdict = Verdict{Action: config.Accept}
+			s.countRescue("rescued")
+			return
+		case dkim.TempError:
+			temp = sig
+		default:
+			msg.rescue.why = fmt.Sprintf("d=%s s=%s: %s", sig.Domain, sig.Selector, sig.Status)
+		}
+	}
+	if res.Err != nil && len(res.Signatures) == 0 {
+		msg.rescue.why = res.Err.Error()
+	}
+	if temp != nil {
+		msg.rescue = &rescue{outcome: "tempfail", domain: temp.Domain, selector: temp.Selector, why: "DKIM key lookup failed temporarily"}
+		msg.verdict = Verdict{Action: config.TempFail, Code: 451, Status: "4.7.24", Check: "dkim",
+			Text: fmt.Sprintf("SPF fail, and the DKIM key of %s (s=%s) could not be fetched now; try again later", replyText(temp.Domain), replyText(temp.Selector))}
+		s.countRescue("tempfail")
+		return
+	}
+	msg.verdict = *msg.held
+	s.countRescue("refused")
+}
+
+func (s *session) countRescue(result string) {
+	if mt := s.f.deps.Metrics; mt != nil {
+		mt.SPFRescues.WithLabelValues(result).Inc()
+	}
+}
+
+// endDKIM abandons a check the message will not finish.
+func (msg *message) endDKIM() {
+	if msg != nil && msg.dkim != nil && msg.rescue == nil {
+		msg.dkim.Close()
+		msg.dkimCancel()
+	}
+}
