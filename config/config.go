@@ -45,8 +45,8 @@ type Config struct {
 	// TrustedForwarders are clients whose SPF fails are not refused: the
 	// site's own secondary MX, a forwarding service it trusts.
 	TrustedForwarders TrustedForwarders `yaml:"trusted_forwarders"`
-	StageBudget             Duration `yaml:"stage_budget"`
-	ShutdownGrace           Duration `yaml:"shutdown_grace"`
+	StageBudget       Duration          `yaml:"stage_budget"`
+	ShutdownGrace     Duration          `yaml:"shutdown_grace"`
 	// MilterMaxConnections caps open MTA connections; MilterIdleTimeout
 	// ends one on which the MTA sent nothing for that long.
 	MilterMaxConnections int      `yaml:"milter_max_connections"`
