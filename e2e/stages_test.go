@@ -63,22 +63,48 @@ func TestCleanMessageDeliveredWithHeaders(t *testing.T) {
 	})
 }
 
-func TestSPFFailRejectedAtRcptButPostmasterAccepted(t *testing.T) {
-	before := metric(t, `senderguard_verdicts_total{action="reject",stage="rcpt"}`)
+// TestSPFFailRejectedButPostmasterAccepted: an unsigned message whose
+// sender fails SPF is held for the DKIM rescue and refused at end of
+// data; postmaster, which must stay reachable, cannot share its
+// transaction (the milter refuses a message whole) and is told 452 4.5.3,
+// then gets the message in a transaction of its own. Nothing is lost
+// silently.
+func TestSPFFailRejectedButPostmasterAccepted(t *testing.T) {
+	before := metric(t, `senderguard_verdicts_total{action="reject",stage="eom"}`)
 	forEachMTA(t, func(t *testing.T, m *mtaInstance) {
 		c := dial(t, m.addr, "127.0.0.11")
 		c.expect(250, "EHLO client.test")
 		c.expect(250, "MAIL FROM:<bob@fail.test>")
-		r := c.cmd("RCPT TO:<u@example.test>")
-		want := "5.7.23 "
-		if r.Code != 550 || !strings.Contains(r.Text, want) || !strings.Contains(r.Text, "SPF fail: sender bob@fail.test is not allowed to be sent from 127.0.0.11: 127.0.0.11 is not a mail server of fail.test") {
-			t.Fatalf("RCPT: got %v", r)
+		c.expect(250, "RCPT TO:<u@example.test>")
+		if r := c.cmd("RCPT TO:<postmaster@example.test>"); r.Code != 452 || !strings.Contains(r.Text, "4.5.3") {
+			t.Fatalf("postmaster beside a held recipient: %v, want 452 4.5.3", r)
 		}
+		r := c.data(token(t))
+		if r.Code != 550 || !strings.Contains(r.Text, "5.7.23 ") || !strings.Contains(r.Text, "SPF fail: sender bob@fail.test is not allowed to be sent from 127.0.0.11: 127.0.0.11 is not a mail server of fail.test") {
+			t.Fatalf("end of data: got %v", r)
+		}
+		c.expect(250, "MAIL FROM:<bob@fail.test>")
 		c.expect(250, "RCPT TO:<postmaster@example.test>")
+		tok := token(t)
+		if r := c.data(tok); r.Code != 250 {
+			t.Fatalf("postmaster's own transaction: %v", r)
+		}
 		c.quit()
+		delivered(t, m, tok)
 	})
-	if after := metric(t, `senderguard_verdicts_total{action="reject",stage="rcpt"}`); after < before+2 {
+	if after := metric(t, `senderguard_verdicts_total{action="reject",stage="eom"}`); after < before+2 {
 		t.Errorf("reject counter moved from %v to %v, want +2", before, after)
+	}
+}
+
+// refusedAtEnd sends an unsigned message from an SPF-failing sender and
+// expects the refusal at end of data (held for the DKIM rescue first).
+func refusedAtEnd(t testing.TB, c *client, sender string) {
+	t.Helper()
+	c.expect(250, "MAIL FROM:<%s>", sender)
+	c.expect(250, "RCPT TO:<u@example.test>")
+	if r := c.data(token(t)); r.Code != 550 || !strings.Contains(r.Text, "5.7.23 SPF fail") {
+		t.Fatalf("end of data: %v, want 550 5.7.23", r)
 	}
 }
 
@@ -160,11 +186,7 @@ func TestSeveralMessagesOnOneConnection(t *testing.T) {
 	forEachMTA(t, func(t *testing.T, m *mtaInstance) {
 		c := dial(t, m.addr, "127.0.0.16")
 		c.expect(250, "EHLO client.test")
-		c.expect(250, "MAIL FROM:<grace@fail.test>")
-		if r := c.cmd("RCPT TO:<u@example.test>"); r.Code != 550 {
-			t.Fatalf("first message RCPT: %v", r)
-		}
-		c.expect(250, "RSET")
+		refusedAtEnd(t, c, "grace@fail.test")
 		var toks []string
 		for i := 0; i < 2; i++ {
 			c.expect(250, "MAIL FROM:<heidi%d@pass.test>", i)
@@ -223,10 +245,7 @@ func oldPolicyInForce(t *testing.T) {
 	t.Helper()
 	c := dial(t, h.postfix.addr, "127.0.0.18")
 	c.expect(250, "EHLO client.test")
-	c.expect(250, "MAIL FROM:<judy@fail.test>")
-	if r := c.cmd("RCPT TO:<u@example.test>"); r.Code != 550 {
-		t.Fatalf("old policy not in force: %v", r)
-	}
+	refusedAtEnd(t, c, "judy@fail.test")
 	c.quit()
 }
 
