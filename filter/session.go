@@ -390,8 +390,14 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 		}
 	}
 	if msg.skip == "" && m.Actions()&milter.OptAddHeader != 0 {
+		// With SMFIP_HDR_LEADSPC the MTA also writes our values as they
+		// are: the space after the colon is ours to send.
+		lead := ""
+		if m.Protocol()&milter.OptHeaderLeadingSpace != 0 {
+			lead = " "
+		}
 		for _, h := range s.headers() {
-			if err := m.InsertHeader(1, h.name, h.value); err != nil {
+			if err := m.InsertHeader(1, h.name, lead+h.value); err != nil {
 				return nil, err
 			}
 		}

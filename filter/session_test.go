@@ -201,8 +201,8 @@ func TestSessionCleanMessageHeaders(t *testing.T) {
 			want := []string{
 				"7 Authentication-Results[2]: ",
 				"7 Received-SPF[1]: ",
-				"8 Received-SPF[1]: pass (mx.test: domain of a@pass.test designates 192.0.2.10 as permitted sender) client-ip=192.0.2.10; envelope-from=a@pass.test; helo=client.test; receiver=mx.test; identity=mailfrom; mechanism=ip4:192.0.2.0/24",
-				"8 Authentication-Results[1]: mx.test; spf=pass smtp.mailfrom=pass.test; spf=pass smtp.helo=client.test",
+				"8 Received-SPF[1]:  pass (mx.test: domain of a@pass.test designates 192.0.2.10 as permitted sender) client-ip=192.0.2.10; envelope-from=a@pass.test; helo=client.test; receiver=mx.test; identity=mailfrom; mechanism=ip4:192.0.2.0/24",
+				"8 Authentication-Results[1]:  mx.test; spf=pass smtp.mailfrom=pass.test; spf=pass smtp.helo=client.test",
 			}
 			if strings.Join(got, "\n") != strings.Join(want, "\n") {
 				t.Errorf("modifications:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
@@ -320,7 +320,7 @@ func TestSessionDryRun(t *testing.T) {
 	r.want(act, err)
 	found := false
 	for _, m := range mods {
-		if m.HeaderName == filter.OurHeader && strings.HasPrefix(m.HeaderValue, "dry-run=would-reject (550 5.7.23 ") {
+		if m.HeaderName == filter.OurHeader && strings.HasPrefix(m.HeaderValue, " dry-run=would-reject (550 5.7.23 ") {
 			found = true
 		}
 	}
@@ -546,7 +546,7 @@ func TestSessionNullSenderChecksHELO(t *testing.T) {
 		r.want(act, err)
 		found := false
 		for _, m := range mods {
-			if m.HeaderName == "Received-SPF" && strings.Contains(m.HeaderValue, "identity=helo") && strings.HasPrefix(m.HeaderValue, "pass ") {
+			if m.HeaderName == "Received-SPF" && strings.Contains(m.HeaderValue, "identity=helo") && strings.HasPrefix(m.HeaderValue, " pass ") {
 				found = true
 			}
 		}
