@@ -7,6 +7,7 @@ package filter
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -97,20 +98,20 @@ func (f *Filter) Apply(cfg *config.Config) {
 func (f *Filter) Config() *config.Config { return f.rt.Load().cfg }
 
 // skipReason tells why a message is not judged, "" when it is.
-func (rt *runtime) skipReason(s *session, m *message) string {
+func (rt *runtime) skipReason(ip netip.Addr, helo, auth, sender string) string {
 	cfg := rt.cfg
 	switch {
-	case !s.conn.ip.IsValid():
+	case !ip.IsValid():
 		return "no-client-ip"
-	case cfg.TrustedNetworks.Contains(s.conn.ip):
+	case cfg.TrustedNetworks.Contains(ip):
 		return "trusted"
-	case cfg.SkipAuthenticated && m.auth != "":
+	case cfg.SkipAuthenticated && auth != "":
 		return "authenticated"
-	case cfg.SPF.Whitelist.Networks.Contains(s.conn.ip):
+	case cfg.SPF.Whitelist.Networks.Contains(ip):
 		return "whitelist-network"
-	case matchName(rt.heloNames, s.conn.helo, false):
+	case matchName(rt.heloNames, helo, false):
 		return "whitelist-helo"
-	case matchName(rt.senderDomains, domainOf(m.sender), true):
+	case matchName(rt.senderDomains, domainOf(sender), true):
 		return "whitelist-sender"
 	}
 	return ""

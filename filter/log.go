@@ -85,6 +85,9 @@ func (s *session) logDecision(outcome string) {
 	if v.Check != "" && v.Reply() != "" {
 		attrs = append(attrs, slog.String("decided_by", v.Check), slog.String("reply", v.Reply()), slog.String("stage", msg.applied))
 	}
+	if len(msg.rcptDomains) > 0 {
+		attrs = append(attrs, slog.String("rcpt_domains", strings.Join(msg.rcptDomains, " ")))
+	}
 	if len(msg.outcomes) > 0 {
 		attrs = append(attrs, slog.String("rcpt_outcomes", strings.Join(msg.outcomes, " ")))
 	}

@@ -51,6 +51,12 @@ type rescue struct {
 // rejection for an SPF fail that waits for end of message, where a valid
 // DKIM signature of the sender's domain may rescue the message.
 func (s *session) decide(pol *rcptPolicy, msg *message) (v Verdict, held bool) {
+	return decide(pol, msg, s.f.deps.DKIM != nil)
+}
+
+// decide is session.decide for a policy and message alone (replay uses
+// it too); canHold says whether signatures can be verified.
+func decide(pol *rcptPolicy, msg *message, canHold bool) (v Verdict, held bool) {
 	f := pol.facts(msg)
 	v = pol.policy.Decide(&f)
 	if v.Action == config.Accept || v.Check != "spf_mailfrom" || f.SPFMail == nil || f.SPFMail.Status != spf.Fail {
@@ -61,7 +67,7 @@ func (s *session) decide(pol *rcptPolicy, msg *message) (v Verdict, held bool) {
 		f.SPFMail = nil
 		return pol.policy.Decide(&f), false
 	}
-	held = v.Action == config.Reject && pol.rescue && !pol.dryRun && s.f.deps.DKIM != nil
+	held = v.Action == config.Reject && pol.rescue && !pol.dryRun && canHold
 	return v, held
 }
 

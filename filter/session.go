@@ -61,6 +61,7 @@ type message struct {
 	// With recipient_domains: what each recipient got.
 	nullMXChecked bool
 	outcomes      []string // "domain:action", in RCPT order
+	rcptDomains   []string // each recipient domain once, for the decision line (replay)
 	wouldReject   []string // dry-run recipients' refusals, for X-Senderguard
 }
 
@@ -127,7 +128,7 @@ func (s *session) MailFrom(from, esmtpArgs string, m milter.Modifier) (resp *mil
 	if mt := s.f.deps.Metrics; mt != nil {
 		mt.Messages.Inc()
 	}
-	msg.skip = rt.skipReason(s, msg)
+	msg.skip = rt.skipReason(s.conn.ip, s.conn.helo, msg.auth, msg.sender)
 	if msg.skip != "" {
 		return respContinue, nil
 	}
@@ -279,6 +280,7 @@ func (s *session) RcptTo(rcpt, esmtpArgs string, m milter.Modifier) (resp *milte
 	if msg == nil || msg.skip != "" {
 		return respContinue, nil
 	}
+	msg.noteRcptDomain(rcpt)
 	// RFC 5321 §4.5.1: postmaster (and abuse) must always be reachable.
 	local := strings.ToLower(localPart(rcpt))
 	for _, r := range msg.rt.cfg.AlwaysAcceptRecipients {
@@ -439,4 +441,18 @@ func replyResponse(v Verdict) *milter.Response {
 		return milter.RespReject
 	}
 	return milter.RespTempFail
+}
+
+// noteRcptDomain remembers a recipient's domain for the decision line.
+func (msg *message) noteRcptDomain(rcpt string) {
+	d := strings.ToLower(domainOf(rcpt))
+	if d == "" || len(msg.rcptDomains) >= maxOutcomes {
+		return
+	}
+	for _, x := range msg.rcptDomains {
+		if x == d {
+			return
+		}
+	}
+	msg.rcptDomains = append(msg.rcptDomains, d)
 }

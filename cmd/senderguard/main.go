@@ -29,6 +29,8 @@ func main() {
 		code = runProbe(args)
 	case "cache":
 		code = runCache(args)
+	case "replay":
+		code = runReplay(args, os.Stdin, os.Stdout)
 	case "version":
 		fmt.Println("senderguard", version)
 	case "help", "-h", "-help":
@@ -50,6 +52,7 @@ commands:
   spf            evaluate SPF for one client IP, HELO and sender
   probe          run one callback verification probe
   cache          show or forget what the callout cache learned (cache show|forget ADDRESS|DOMAIN)
+  replay         decide logged messages again under a configuration (replay [flags] LOG...)
   version        print the version
 
 Run "senderguard COMMAND -h" for a command's flags.

@@ -67,17 +67,27 @@ func setLevel(level *slog.LevelVar, cfg *config.Config) {
 // configFlags parses the -config flag and every setting's flag, and loads
 // the configuration; code is the exit status when cfg is nil.
 func configFlags(name string, args []string) (cfg *config.Config, path string, ov *config.Overrides, code int) {
+	cfg, path, ov, _, code = configFlagSet(name, args, nil, false)
+	return cfg, path, ov, code
+}
+
+// configFlagSet is configFlags with a command's own flags (bind) and,
+// with positional, arguments after the flags (returned in rest).
+func configFlagSet(name string, args []string, bind func(*flag.FlagSet), positional bool) (cfg *config.Config, path string, ov *config.Overrides, rest []string, code int) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	p := fs.String("config", "", "YAML config file (default: embedded defaults)")
 	ov = config.BindFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		return nil, "", nil, 2
+	if bind != nil {
+		bind(fs)
 	}
-	if fs.NArg() > 0 {
+	if err := fs.Parse(args); err != nil {
+		return nil, "", nil, nil, 2
+	}
+	if fs.NArg() > 0 && !positional {
 		// "IMAGE version" against an entrypoint that says serve would
 		// otherwise start a server.
 		fmt.Fprintf(os.Stderr, "senderguard %s: unexpected argument %q (flags only)\n", name, fs.Arg(0))
-		return nil, "", nil, 2
+		return nil, "", nil, nil, 2
 	}
 	cfg, err := loadConfig(*p, ov, 0)
 	if err == nil && cfg.MetricsWebConfig != "" {
@@ -87,9 +97,9 @@ func configFlags(name string, args []string) (cfg *config.Config, path string, o
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "senderguard: invalid configuration:", err)
-		return nil, "", nil, 1
+		return nil, "", nil, nil, 1
 	}
-	return cfg, *p, ov, 0
+	return cfg, *p, ov, fs.Args(), 0
 }
 
 func runCheckConfig(args []string) int {
