@@ -53,7 +53,13 @@ func ParseDecision(line []byte) (*Decision, error) {
 	}
 	d := &Decision{}
 	if line[0] == '{' {
-		if err := json.Unmarshal(line, d); err != nil || d.Msg != "decision" {
+		if err := json.Unmarshal(line, d); err != nil {
+			if bytes.Contains(line, []byte(`"msg":"decision"`)) {
+				return &Decision{Msg: "decision"}, fmt.Errorf("a decision line that is not whole JSON: %v", err)
+			}
+			return nil, ErrNotDecision
+		}
+		if d.Msg != "decision" {
 			return nil, ErrNotDecision
 		}
 		return d, nil

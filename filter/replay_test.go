@@ -151,7 +151,8 @@ func TestReplayBadLines(t *testing.T) {
 		{"garbage without structure", true},
 		{`time=2026-12-02T00:00:00Z level=WARN msg="callout cache unavailable; probing"`, true},
 		{`{"level":"INFO","msg":"ready"}`, true},
-		{`{"msg":"decision", broken json`, true},
+		{`{"msg":"other", broken json`, true},
+		{`{"msg":"decision","client_ip":"192.0.2.1"`, false}, // cut short
 		{first[:len(first)/2] + ` x="unterminated`, false},
 		{`level=INFO msg=decision queue_id=Q sender=a@b.test outcome=accept`, false}, // no client_ip
 		{strings.Replace(first, "outcome=", "outcome=exploded-", 1), false},
