@@ -38,7 +38,7 @@ type RedisOptions struct {
 }
 
 // Redis is the Store several replicas share, with leases and fleet-wide
-// limits (Fleet). Its reads go through a near-cache that Redis keeps
+// limits (the callout verifier's fleet seam). Its reads go through a near-cache that Redis keeps
 // honest (RESP3 client tracking), so a warm replica asks Redis nothing
 // for keys it has seen.
 type Redis struct {
@@ -137,7 +137,8 @@ func tlsFiles(cfg *tls.Config, o RedisOptions) error {
 func (r *Redis) Close() { r.c.Close() }
 
 // key is the Redis key of a store key. The braces make it a Cluster hash
-// tag: everything of one address (entry, lease, limiter) is in one slot.
+// tag: an entry and its lease share a slot, and so do a limiter's two
+// keys (concurrency and rate), so each script touches one slot.
 func (r *Redis) key(k string) string { return r.prefix + "{" + k + "}" }
 
 func (r *Redis) ctx(ctx context.Context) (context.Context, context.CancelFunc) {

@@ -34,7 +34,7 @@ type Shared struct {
 	closed chan struct{}
 }
 
-// ErrStoreDown says the shared store is not in use now; Fleet callers
+// ErrStoreDown says the shared store is not in use now; fleet callers
 // fall back to their local limits.
 var ErrStoreDown = errors.New("shared store down; local only")
 

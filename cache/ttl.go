@@ -1,8 +1,10 @@
-// Package cache holds the bounded, expiring caches senderguard keeps: the DNS
-// answer cache and the callout result cache. Every cache is bounded in
-// entries (an LRU from hashicorp/golang-lru/v2), optionally in bytes, and
-// every entry carries its own expiry, so a record's TTL is respected
-// exactly.
+// Package cache holds what senderguard remembers: TTL, the bounded,
+// expiring LRU behind the DNS answer cache and the in-memory store
+// (hashicorp/golang-lru/v2; bounded in entries and optionally bytes, each
+// entry with its own expiry, so a record's TTL is respected exactly); the
+// Store interface of the callout's facts, with Memory (the default),
+// Redis (rueidis, shared by a fleet, with leases and fleet-wide limits)
+// and Shared (Redis in front of Memory, riding out Redis outages).
 package cache
 
 import (

@@ -48,15 +48,15 @@ func keysFor(ctx context.Context, store cache.Store, q string) ([]string, error)
 		if err != nil {
 			return nil, err
 		}
-		return []string{"a:" + CacheKey(a), "d:" + a.Domain}, nil
+		return []string{addressKey(CacheKey(a)), domainKey(a.Domain)}, nil
 	}
 	a, err := ParseAddress("postmaster@" + strings.TrimSuffix(q, "."))
 	if err != nil {
 		return nil, fmt.Errorf("%q is neither an address nor a domain", q)
 	}
-	keys := []string{"d:" + a.Domain, "h:" + a.Domain}
+	keys := []string{domainKey(a.Domain), hostKey(a.Domain)}
 	if s, ok := store.(scanner); ok {
-		more, err := s.Scan(ctx, "a:*@"+a.Domain, 10000)
+		more, err := s.Scan(ctx, domainAddressesPattern(a.Domain), 10000)
 		if err != nil {
 			return nil, err
 		}

@@ -75,7 +75,7 @@ func (v *Verifier) admit(ctx context.Context, ip netip.Addr, host string, abort 
 // give one MX N times the budget), else this replica's own.
 func (v *Verifier) acquireHost(ctx context.Context, ip string) (release func(), refused string) {
 	if v.fleet != nil {
-		release, refused, err := v.fleet.Acquire(ctx, "ip:"+ip, v.cfg.PerHostConcurrency, v.cfg.PerHostRatePerMinute, v.cfg.ProbeTimeout+fleetMargin)
+		release, refused, err := v.fleet.Acquire(ctx, hostAddrKey(ip), v.cfg.PerHostConcurrency, v.cfg.PerHostRatePerMinute, v.cfg.ProbeTimeout+fleetMargin)
 		if err == nil {
 			return release, refused
 		}

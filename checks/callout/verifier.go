@@ -156,7 +156,7 @@ func (v *Verifier) Verify(ctx context.Context, addr string) *Result {
 	if v.cfg.Async {
 		probeCtx = v.bgCtx
 	}
-	ch := v.group.DoChan("a:"+key, func() (any, error) {
+	ch := v.group.DoChan(addressKey(key), func() (any, error) {
 		return v.probeAndStore(probeCtx, a, key, false), nil
 	})
 	select {
@@ -171,7 +171,7 @@ func (v *Verifier) Verify(ctx context.Context, addr string) *Result {
 }
 
 func (v *Verifier) cached(ctx context.Context, a Address, key string) (*Result, bool) {
-	if e, _, ok, err := v.store.Get(ctx, "a:"+key); err == nil && ok && current(e) {
+	if e, _, ok, err := v.store.Get(ctx, addressKey(key)); err == nil && ok && current(e) {
 		r := resultOf(e, a, "cache")
 		if r.Class == Exists && v.cfg.RefreshAfter > 0 && v.now().Unix()-e.Stored > int64(v.cfg.RefreshAfter/time.Second) {
 			v.background(a, key, true, 0)
@@ -180,11 +180,11 @@ func (v *Verifier) cached(ctx context.Context, a Address, key string) (*Result, 
 	} else if err != nil {
 		v.log.Warn("callout cache unavailable; probing", "err", err)
 	}
-	if e, _, ok, err := v.store.Get(ctx, "d:"+a.Domain); err == nil && ok {
+	if e, _, ok, err := v.store.Get(ctx, domainKey(a.Domain)); err == nil && ok {
 		switch e.Kind {
 		case string(CatchAll):
 			return &Result{Class: CatchAll, Address: a.String(), Cached: true, Step: "cache"}, true
-		case "breaker":
+		case kindBreaker:
 			v.skip("breaker")
 			return &Result{Class: Unknown, Address: a.String(), Cached: true, Step: "cache",
 				Err: errors.New("domain's mail hosts refused our probes recently; not probed")}, true
@@ -195,7 +195,7 @@ func (v *Verifier) cached(ctx context.Context, a Address, key string) (*Result, 
 
 // freshResult is the address's entry read from the shared store itself.
 func (v *Verifier) freshResult(ctx context.Context, a Address, key string) (*Result, bool) {
-	e, _, ok, err := v.fleet.GetFresh(ctx, "a:"+key)
+	e, _, ok, err := v.fleet.GetFresh(ctx, addressKey(key))
 	if err != nil || !ok || !current(e) {
 		return nil, false
 	}
@@ -240,7 +240,7 @@ func (v *Verifier) probeAndStore(ctx context.Context, a Address, key string, ref
 
 func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refresh bool) *Result {
 	if v.fleet != nil {
-		release, ok, err := v.fleet.Lease(ctx, "a:"+key, v.cfg.ProbeTimeout+fleetMargin)
+		release, ok, err := v.fleet.Lease(ctx, addressKey(key), v.cfg.ProbeTimeout+fleetMargin)
 		if err == nil && !ok {
 			if refresh {
 				return &Result{Class: Unknown, Address: a.String(), Err: errors.New("another replica refreshes it")}
@@ -283,7 +283,7 @@ func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refr
 		v.openBreaker(r.Host, a.Domain, "refused our probe: "+r.Reply.String())
 	}
 	if r.Class == CatchAll {
-		v.set(sctx, "d:"+a.Domain, cache.Entry{Kind: string(CatchAll), Stored: now}, v.cfg.TTLExists)
+		v.set(sctx, domainKey(a.Domain), cache.Entry{Kind: string(CatchAll), Stored: now}, v.cfg.TTLExists)
 	}
 	if refresh && r.Class == Unknown {
 		return r // a failed refresh keeps the old positive entry, as Postfix does
@@ -293,7 +293,7 @@ func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refr
 		if r.Reply != nil {
 			e.Code, e.Enhanced = uint16(r.Reply.Code), r.Reply.Enhanced
 		}
-		v.set(sctx, "a:"+key, e, ttl)
+		v.set(sctx, addressKey(key), e, ttl)
 	}
 	if r.greylisted && !refresh {
 		v.background(a, key, false, v.cfg.GreylistRetry)
@@ -347,7 +347,7 @@ func (v *Verifier) launch(j retryJob) {
 		if v.bgCtx.Err() != nil {
 			return
 		}
-		v.group.Do("a:"+j.key, func() (any, error) { return v.probeAndStore(v.bgCtx, j.a, j.key, j.refresh), nil })
+		v.group.Do(addressKey(j.key), func() (any, error) { return v.probeAndStore(v.bgCtx, j.a, j.key, j.refresh), nil })
 	}()
 }
 
@@ -386,12 +386,12 @@ func (v *Verifier) acquire(ctx context.Context, domain string) (func(), string) 
 // acquireFleet takes the global rate and the domain's limits in the
 // shared store; ok is false when the store is not in use.
 func (v *Verifier) acquireFleet(ctx context.Context, domain string) (release func(), refused string, ok bool) {
-	if _, refused, err := v.fleet.Acquire(ctx, "global", 0, v.cfg.GlobalRatePerMinute, 0); err != nil {
+	if _, refused, err := v.fleet.Acquire(ctx, globalKey, 0, v.cfg.GlobalRatePerMinute, 0); err != nil {
 		return nil, "", false
 	} else if refused != "" {
 		return nil, "global_" + refused, true
 	}
-	release, refused, err := v.fleet.Acquire(ctx, "d:"+domain, v.cfg.PerDomainConcurrency, v.cfg.PerDomainRatePerMinute, v.cfg.ProbeTimeout+fleetMargin)
+	release, refused, err := v.fleet.Acquire(ctx, domainKey(domain), v.cfg.PerDomainConcurrency, v.cfg.PerDomainRatePerMinute, v.cfg.ProbeTimeout+fleetMargin)
 	if err != nil {
 		return nil, "", false
 	}
@@ -435,10 +435,10 @@ func (v *Verifier) openBreaker(host, domain, why string) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	e := cache.Entry{Kind: "breaker", Stored: v.now().Unix()}
-	v.set(ctx, "h:"+host, e, v.cfg.BreakerTTL)
+	e := cache.Entry{Kind: kindBreaker, Stored: v.now().Unix()}
+	v.set(ctx, hostKey(host), e, v.cfg.BreakerTTL)
 	if domain != "" {
-		v.set(ctx, "d:"+domain, e, v.cfg.BreakerTTL)
+		v.set(ctx, domainKey(domain), e, v.cfg.BreakerTTL)
 	}
 	v.log.Warn("callout: not probing mail host for a while", "host", host, "domain", domain, "why", why, "for", v.cfg.BreakerTTL)
 }
@@ -447,8 +447,8 @@ func (v *Verifier) openBreaker(host, domain, why string) {
 func (v *Verifier) hostBroken(host string) bool {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	e, _, ok, err := v.store.Get(ctx, "h:"+host)
-	return err == nil && ok && e.Kind == "breaker"
+	e, _, ok, err := v.store.Get(ctx, hostKey(host))
+	return err == nil && ok && e.Kind == kindBreaker
 }
 
 // NullMX reports whether domain publishes a null MX (RFC 7505).
