@@ -141,30 +141,25 @@ func (s *Shared) healthLoop() {
 }
 
 func (s *Shared) Get(ctx context.Context, key string) (Entry, time.Duration, bool, error) {
+	return s.read(ctx, key, (*Redis).Get)
+}
+
+// GetFresh reads key from Redis past its near-cache (see Redis.GetFresh);
+// from the local store while Redis is not in use.
+func (s *Shared) GetFresh(ctx context.Context, key string) (Entry, time.Duration, bool, error) {
+	return s.read(ctx, key, (*Redis).GetFresh)
+}
+
+// read asks Redis with get while it is in use, else the local store.
+func (s *Shared) read(ctx context.Context, key string, get func(*Redis, context.Context, string) (Entry, time.Duration, bool, error)) (Entry, time.Duration, bool, error) {
 	if r := s.redis(); r != nil {
-		e, left, ok, err := r.Get(ctx, key)
+		e, left, ok, err := get(r, ctx, key)
 		if err == nil {
 			return e, left, ok, nil
 		}
 		s.failed(err)
 		if errors.Is(err, ErrBadValue) {
 			return Entry{}, 0, false, nil // a miss: probe again and overwrite it
-		}
-	}
-	return s.local.Get(ctx, key)
-}
-
-// GetFresh reads key from Redis past its near-cache (see Redis.GetFresh);
-// from the local store while Redis is not in use.
-func (s *Shared) GetFresh(ctx context.Context, key string) (Entry, time.Duration, bool, error) {
-	if r := s.redis(); r != nil {
-		e, left, ok, err := r.GetFresh(ctx, key)
-		if err == nil {
-			return e, left, ok, nil
-		}
-		s.failed(err)
-		if errors.Is(err, ErrBadValue) {
-			return Entry{}, 0, false, nil
 		}
 	}
 	return s.local.Get(ctx, key)
