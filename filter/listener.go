@@ -10,6 +10,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/senderguard/senderguard/internal/quickack"
 )
 
 // maxPacket bounds one milter packet. The library would allocate what the
@@ -72,7 +74,9 @@ func (l *listener) Accept() (net.Conn, error) {
 		over := len(l.conns) >= l.max
 		var mc *conn
 		if !over {
-			mc = &conn{Conn: c, l: l, br: bufio.NewReaderSize(c, 8192)}
+			// The MTA streams the commands we do not answer
+			// (wantProtocol): ACK at once, or its Nagle waits 40 ms.
+			mc = &conn{Conn: c, l: l, br: bufio.NewReaderSize(quickack.Wrap(c), 8192)}
 			l.conns[mc] = struct{}{}
 			l.wg.Add(1)
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/senderguard/senderguard/checks/resolver"
+	"github.com/senderguard/senderguard/internal/quickack"
 )
 
 // Dialer opens TCP connections; tests and network namespaces replace it.
@@ -283,7 +284,7 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 		r.Step, r.Err = "connect", fmt.Errorf("%s: %w", target, err)
 		return r
 	}
-	conn = quickAck(conn)
+	conn = quickack.Wrap(conn)
 	c := newSMTPConn(conn, step, p.Trace)
 	defer c.close()
 	// Close the connection when the whole probe's budget ends.
