@@ -165,6 +165,19 @@ func (s *session) runChecks(ctx context.Context, rt *runtime, msg *message) {
 	f := &msg.facts
 	f.ClientIP, f.HELO, f.Sender = s.conn.ip.String(), s.conn.helo, msg.sender
 	var wg sync.WaitGroup
+	if v := s.f.deps.Callout; v != nil && cfg.Callout.Enabled && msg.sender != "" && rt.recipients == nil {
+		// The null-MX check (run at MAIL without recipient_domains) asks
+		// for the domain's MX after SPF: ask now,
+		// beside the SPF record, so that a cold cache waits for one round
+		// trip, not two. Its answer lands in the DNS cache (the flight is
+		// shared), where the check finds it.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { recover() }() // a prefetch: its panic must not end the process
+			v.NullMX(ctx, domainOf(msg.sender))
+		}()
+	}
 	if cfg.SPF.CheckHELO && s.conn.helo != "" && s.conn.heloSPF == nil {
 		wg.Add(1)
 		go func() {

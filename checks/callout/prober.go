@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -159,6 +160,7 @@ func (p *Prober) mailHosts(ctx context.Context, domain string) ([]mailHost, Clas
 	var hosts []mailHost
 	var lookupErr error
 	blocked, broken := 0, 0
+	var names []string
 	for _, mx := range mxs {
 		if mx.Host == "" {
 			continue
@@ -168,9 +170,13 @@ func (p *Prober) mailHosts(ctx context.Context, domain string) ([]mailHost, Clas
 			broken++
 			continue
 		}
-		h := mailHost{name: mx.Host}
-		for _, qt := range []uint16{dns.TypeA, dns.TypeAAAA} {
-			a, err := p.Resolver.Query(ctx, mx.Host, qt)
+		names = append(names, mx.Host)
+	}
+	answers := p.lookupAddrs(ctx, names)
+	for i, name := range names {
+		h := mailHost{name: name}
+		for _, ans := range answers[i] {
+			a, err := ans.a, ans.err
 			if err != nil {
 				lookupErr = err
 				continue
@@ -178,7 +184,7 @@ func (p *Prober) mailHosts(ctx context.Context, domain string) ([]mailHost, Clas
 			for _, ip := range a.Addrs {
 				if !p.AllowPrivate && !Public(ip) {
 					blocked++
-					p.tracef("%s: %s is not a public address; not probed", mx.Host, ip)
+					p.tracef("%s: %s is not a public address; not probed", name, ip)
 					continue
 				}
 				h.addrs = append(h.addrs, ip)
@@ -199,6 +205,31 @@ func (p *Prober) mailHosts(ctx context.Context, domain string) ([]mailHost, Clas
 		return nil, Unknown, lookupErr
 	}
 	return nil, NoMailHost, fmt.Errorf("no address for any mail host of %s", domain)
+}
+
+type lookup struct {
+	a   *resolver.Answer
+	err error
+}
+
+// lookupAddrs asks for the A and AAAA records of every name at once: a
+// cold cache then costs one round trip for all the mail hosts, not two
+// per host.
+func (p *Prober) lookupAddrs(ctx context.Context, names []string) [][2]lookup {
+	out := make([][2]lookup, len(names))
+	var wg sync.WaitGroup
+	for i, name := range names {
+		for j, qt := range [2]uint16{dns.TypeA, dns.TypeAAAA} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				a, err := p.Resolver.Query(ctx, name, qt)
+				out[i][j] = lookup{a, err}
+			}()
+		}
+	}
+	wg.Wait()
+	return out
 }
 
 func shuffle(mxs []resolver.MX) {
