@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"time"
 
 	"github.com/d--j/go-milter"
 
@@ -102,17 +101,17 @@ func (rt *runtime) trustedForwarder(ip netip.Addr, name string) string {
 }
 
 // startDKIM begins verifying a held message's signatures as its header
-// fields arrive; key lookups get the stage budget from here.
+// fields arrive; each key lookup gets the stage budget from when it is
+// asked.
 func (s *session) startDKIM(m milter.Modifier) {
 	msg := s.msg
 	if msg.dkim != nil || msg.mode != modeHeld {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), msg.rt.cfg.StageBudget.D())
+	ctx, cancel := context.WithCancel(context.Background())
 	msg.dkimCancel = cancel
-	msg.dkim = s.f.deps.DKIM.Start(ctx)
+	msg.dkim = s.f.deps.DKIM.Start(ctx, msg.rt.cfg.StageBudget.D())
 	msg.leadingSpace = m.Protocol()&milter.OptHeaderLeadingSpace != 0
-	msg.dkimStart = time.Now()
 }
 
 // endHeld judges a held message at end of message: a valid signature of

@@ -54,7 +54,6 @@ type message struct {
 	forwarder    string // why the client is a trusted forwarder, "" if not
 	dkim         *dkim.Check
 	dkimCancel   context.CancelFunc
-	dkimStart    time.Time
 	leadingSpace bool // header values keep their leading space
 	rescue       *rescue
 

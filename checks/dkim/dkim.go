@@ -14,6 +14,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"time"
 
 	"github.com/emersion/go-msgauth/dkim"
 	"github.com/miekg/dns"
@@ -72,11 +73,18 @@ type Check struct {
 	err    error // why we stopped feeding the verifier
 }
 
-// Start begins the check of one message; ctx bounds its key lookups.
-func (v *Verifier) Start(ctx context.Context) *Check {
+// Start begins the check of one message. Each key lookup may take
+// lookupBudget from when it is asked (the library asks once the header
+// section is complete, however long the client took to send it); ctx
+// ends them all.
+func (v *Verifier) Start(ctx context.Context, lookupBudget time.Duration) *Check {
 	pr, pw := io.Pipe()
 	c := &Check{pw: pw, done: make(chan Result, 1)}
-	lookup := func(name string) ([]string, error) { return v.lookupTXT(ctx, name) }
+	lookup := func(name string) ([]string, error) {
+		lctx, cancel := context.WithTimeout(ctx, lookupBudget)
+		defer cancel()
+		return v.lookupTXT(lctx, name)
+	}
 	go func() {
 		defer func() {
 			if p := recover(); p != nil { // a library bug must not end the process

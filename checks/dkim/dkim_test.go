@@ -64,7 +64,7 @@ func TestVerify(t *testing.T) {
 		{"unsigned", msg, nil, ""},
 	} {
 		for _, lead := range []bool{false, true} {
-			c := v.Start(context.Background())
+			c := v.Start(context.Background(), time.Second)
 			feed(c, tc.raw, lead, 700)
 			res := c.Finish()
 			if res.Err != nil {
@@ -94,12 +94,31 @@ func statuses(s []dkim.Status) []string {
 	return out
 }
 
+// TestSlowClientDoesNotEatTheLookupBudget: the key lookup's budget runs
+// from when the library asks (the header section complete), not from the
+// first header field: a client slow to send its message is not
+// tempfailed for it.
+func TestSlowClientDoesNotEatTheLookupBudget(t *testing.T) {
+	key := testdkim.NewEd25519(t, "sender.test", "ed")
+	dns := testdns.Start(t, key.Record())
+	v := &dkim.Verifier{Resolver: &resolver.Stub{Servers: []string{dns.Addr}, Timeout: time.Second, Attempts: 1}}
+	raw := key.Sign(t, testdkim.Message("a@sender.test", "b@rcpt.test", "slow", "body"))
+	head, body, _ := strings.Cut(raw, "\r\n\r\n")
+	c := v.Start(context.Background(), 200*time.Millisecond)
+	feed(c, head+"\r\n\r\n", false, 100)
+	time.Sleep(300 * time.Millisecond)
+	c.Body([]byte(body))
+	if res := c.Finish(); len(res.Signatures) != 1 || res.Signatures[0].Status != dkim.Pass {
+		t.Errorf("%+v, want one pass", res)
+	}
+}
+
 // TestHeaderSectionIsBounded: a header section over the bound is not
 // verified (an error, no pass), and feeding more never blocks.
 func TestHeaderSectionIsBounded(t *testing.T) {
 	dns := testdns.Start(t)
 	v := &dkim.Verifier{Resolver: &resolver.Stub{Servers: []string{dns.Addr}, Timeout: time.Second, Attempts: 1}}
-	c := v.Start(context.Background())
+	c := v.Start(context.Background(), time.Second)
 	long := strings.Repeat("x", 1000)
 	for range 2000 {
 		c.Header("X-Filler", long, false)
@@ -113,7 +132,7 @@ func TestHeaderSectionIsBounded(t *testing.T) {
 func TestAbandonedCheckEnds(t *testing.T) {
 	dns := testdns.Start(t)
 	v := &dkim.Verifier{Resolver: &resolver.Stub{Servers: []string{dns.Addr}, Timeout: time.Second, Attempts: 1}}
-	c := v.Start(context.Background())
+	c := v.Start(context.Background(), time.Second)
 	c.Header("From", "<a@b.test>", false)
 	c.Close()
 	c.Body([]byte("more after close must not block\r\n"))
