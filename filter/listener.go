@@ -76,7 +76,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		if !over {
 			// The MTA streams the commands we do not answer
 			// (wantProtocol): ACK at once, or its Nagle waits 40 ms.
-			mc = &conn{Conn: c, l: l, br: bufio.NewReaderSize(quickack.Wrap(c), 8192)}
+			mc = &conn{Conn: c, l: l, br: bufio.NewReaderSize(quickack.Wrap(c), 4096)}
 			l.conns[mc] = struct{}{}
 			l.wg.Add(1)
 		}

@@ -3,6 +3,7 @@ package milterutil
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"golang.org/x/text/transform"
 	"unicode/utf8"
 )
@@ -466,6 +467,9 @@ var _ transform.Transformer = (*NulToSpTransformer)(nil)
 //
 // postfix wants LF lines endings for header values. Using CRLF results in double CR sequences.
 func CrLfToLf(s string) string {
+	if !strings.ContainsAny(s, "\r\x00") {
+		return s // nothing to replace: no transform.Chain and its buffers
+	}
 	t := transform.Chain(&NulToSpTransformer{}, &CrLfToLfTransformer{})
 	dst, _, _ := transform.String(t, s)
 	return dst
