@@ -12,6 +12,7 @@ import (
 	"os/signal"
 	"os/user"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -250,10 +251,8 @@ func reload(f *filter.Filter, path string, ov *config.Overrides, level *slog.Lev
 		logger.Error("reload failed; keeping the running configuration", "err", err)
 		return
 	}
-	old := f.Config()
-	if old.Listen != cfg.Listen || old.MilterMaxConnections != cfg.MilterMaxConnections || old.MilterIdleTimeout != cfg.MilterIdleTimeout || old.MetricsListen != cfg.MetricsListen || fmt.Sprint(old.DNS) != fmt.Sprint(cfg.DNS) ||
-		old.Callout.CacheSize != cfg.Callout.CacheSize || old.Redis != cfg.Redis || old.AdminListen != cfg.AdminListen {
-		logger.Warn("listen addresses, milter connection bounds, DNS, cache sizes and Redis settings change only on restart")
+	if changed := config.RestartNeeded(f.Config(), cfg); len(changed) > 0 {
+		logger.Warn("these settings change only on restart; the running values stay", "settings", strings.Join(changed, ","))
 	}
 	f.Apply(cfg)
 	setLevel(level, cfg)
