@@ -77,9 +77,6 @@ func (s *Shared) redis() *Redis {
 	return s.remote.Load()
 }
 
-// Up reports whether Redis is in use now.
-func (s *Shared) Up() bool { return s.up.Load() }
-
 // failed notes a Redis error: counted by kind; anything but a bad value
 // takes Redis out of use until a ping answers again.
 func (s *Shared) failed(err error) {

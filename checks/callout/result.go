@@ -94,9 +94,6 @@ const (
 	TLSOff    TLSMode = "off"    // never upgrade
 )
 
-// Refused reports whether the server refused the prober itself.
-func (r *Result) Refused() bool { return r.refused }
-
 // Evidence is the decisive reply or error in one line.
 // RuleName is the rule that classified the probe: "dns" when DNS alone
 // decided (null MX, no mail host), "no-reply" when no SMTP reply did (a

@@ -155,18 +155,6 @@ func (s *Stub) putIdle(server string, c *dns.Conn) {
 	s.idle[server] = append(s.idle[server], idleConn{c, time.Now()})
 }
 
-// CloseIdle closes the TCP connections kept for reuse.
-func (s *Stub) CloseIdle() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for server, l := range s.idle {
-		for _, c := range l {
-			c.conn.Close()
-		}
-		delete(s.idle, server)
-	}
-}
-
 // order is the servers to ask: those that answered lately first, in their
 // configured order, then those that did not.
 func (s *Stub) order() []string {
