@@ -117,7 +117,7 @@ func (a *admission) Done(r *Result) {
 	a.Answered()
 	v := a.v
 	a.release()
-	if r.Reply != nil || r.tlsFailed {
+	if r.Reply != nil || r.tlsFailed() {
 		v.silent.reset(a.ip) // it speaks SMTP
 		return
 	}

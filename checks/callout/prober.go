@@ -112,7 +112,7 @@ hosts:
 				return &Result{Class: Unknown, Host: h.name, Err: fmt.Errorf("probe budget ended: %w", ctx.Err())}
 			}
 			r := p.gatedDialogue(ctx, a, h.name, ip, false)
-			if r.tlsFailed && p.TLS != TLSVerify && tries < maxAddressTries {
+			if r.tlsFailed() && p.TLS != TLSVerify && tries < maxAddressTries {
 				// As Postfix does after a TLS failure: once more, in
 				// plaintext, with this host.
 				tries++
@@ -122,7 +122,7 @@ hosts:
 			}
 			// A 4xx at RCPT is the answer for now: an MTA would not try
 			// the next host either.
-			if r.Class != Unknown || r.refused || r.greylisted {
+			if r.Class != Unknown || r.refused || r.greylisted() {
 				return r
 			}
 			last = r // try the next address or host
@@ -392,7 +392,6 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 	}
 	r.Step, r.Reply = "rcpt", rep
 	r.Class, r.Rule, r.refused = ClassifyRcpt(rep)
-	r.greylisted = rep.Code >= 400 && rep.Code < 500
 	if r.Class == Exists && rep.Code < 300 && p.CatchAllTest {
 		if rr, _, err := c.cmd("RCPT TO:<" + randomLocal() + "@" + a.Domain + ">"); err == nil && rr.Code >= 200 && rr.Code < 300 {
 			r.Class = CatchAll
@@ -430,7 +429,7 @@ func hasExtension(lines []string, kw string) bool {
 }
 
 // startTLS upgrades the dialogue (RFC 3207). A refused or failed upgrade
-// returns the result to end this dialogue with, marked tlsFailed.
+// returns the result to end this dialogue with, marked TLSFailed.
 func (p *Prober) startTLS(ctx context.Context, c *smtpConn, conn net.Conn, host string, step time.Duration, r *Result) (*smtpConn, *Result) {
 	rep, _, err := c.cmd("STARTTLS")
 	r.Step = "starttls"
@@ -439,7 +438,7 @@ func (p *Prober) startTLS(ctx context.Context, c *smtpConn, conn net.Conn, host 
 		return nil, r
 	}
 	if rep.Code != 220 {
-		r.Reply, r.tlsFailed, r.TLS = rep, true, TLSFailed
+		r.Reply, r.TLS = rep, TLSFailed
 		return nil, r
 	}
 	cfg := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12, InsecureSkipVerify: p.TLS != TLSVerify, RootCAs: p.RootCAs}
@@ -447,7 +446,7 @@ func (p *Prober) startTLS(ctx context.Context, c *smtpConn, conn net.Conn, host 
 	hctx, cancel := context.WithTimeout(ctx, step)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
-		r.Err, r.tlsFailed, r.TLS = fmt.Errorf("TLS handshake: %w", err), true, TLSFailed
+		r.Err, r.TLS = fmt.Errorf("TLS handshake: %w", err), TLSFailed
 		return nil, r
 	}
 	r.Step, r.TLS, r.TLSVersion = "", TLSUpgraded, tls.VersionName(tc.ConnectionState().Version)

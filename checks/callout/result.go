@@ -61,9 +61,7 @@ type Result struct {
 	TLS        TLSOutcome
 	TLSVersion string
 
-	refused    bool // the server refused us, not the address: open the breaker
-	greylisted bool // 4xx at RCPT: worth one re-probe later
-	tlsFailed  bool // STARTTLS was announced but the upgrade failed
+	refused bool // the server refused us, not the address: open the breaker
 }
 
 // TLSSummary is the outcome with the version used, e.g. "tls TLS 1.3";
@@ -95,6 +93,14 @@ const (
 )
 
 // Evidence is the decisive reply or error in one line.
+// greylisted: a 4xx at RCPT, worth one re-probe later.
+func (r *Result) greylisted() bool {
+	return r.Step == "rcpt" && r.Reply != nil && r.Reply.Code >= 400 && r.Reply.Code < 500
+}
+
+// tlsFailed: STARTTLS was announced but this dialogue's upgrade failed.
+func (r *Result) tlsFailed() bool { return r.TLS == TLSFailed }
+
 // RuleName is the rule that classified the probe: "dns" when DNS alone
 // decided (null MX, no mail host), "no-reply" when no SMTP reply did (a
 // connection failure, a limit), "cache" for a cached answer.

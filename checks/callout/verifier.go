@@ -295,7 +295,7 @@ func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refr
 		}
 		v.set(sctx, addressKey(key), e, ttl)
 	}
-	if r.greylisted && !refresh {
+	if r.greylisted() && !refresh {
 		v.background(a, key, false, v.cfg.GreylistRetry)
 	}
 	return r
