@@ -66,6 +66,9 @@ func New(cfg *config.Config, deps Deps) *Filter {
 	if deps.Log == nil {
 		deps.Log = slog.New(slog.DiscardHandler)
 	}
+	if deps.Metrics == nil {
+		deps.Metrics = metrics.Discard()
+	}
 	f := &Filter{deps: deps}
 	f.Apply(cfg)
 	return f

@@ -86,26 +86,20 @@ func (l *listener) Accept() (net.Conn, error) {
 			l.refused()
 			continue
 		}
-		if m := l.f.deps.Metrics; m != nil {
-			m.ActiveSessions.Inc()
-		}
+		l.f.deps.Metrics.ActiveSessions.Inc()
 		return mc, nil
 	}
 }
 
 func (l *listener) acceptError(err error, delay time.Duration) {
-	if m := l.f.deps.Metrics; m != nil {
-		m.MilterErrors.WithLabelValues("accept").Inc()
-	}
+	l.f.deps.Metrics.MilterErrors.WithLabelValues("accept").Inc()
 	if l.logNow() {
 		l.f.deps.Log.Error("milter accept failed; retrying", "err", err, "retry_in", delay)
 	}
 }
 
 func (l *listener) refused() {
-	if m := l.f.deps.Metrics; m != nil {
-		m.MilterErrors.WithLabelValues("connection_limit").Inc()
-	}
+	l.f.deps.Metrics.MilterErrors.WithLabelValues("connection_limit").Inc()
 	if l.logNow() {
 		l.f.deps.Log.Warn("milter connection limit reached; closing new connections (the MTA applies its default action)", "max_connections", l.max)
 	}
@@ -206,9 +200,7 @@ func (c *conn) Close() error {
 		l.mu.Lock()
 		delete(l.conns, c)
 		l.mu.Unlock()
-		if m := l.f.deps.Metrics; m != nil {
-			m.ActiveSessions.Dec()
-		}
+		l.f.deps.Metrics.ActiveSessions.Dec()
 		l.wg.Done()
 	})
 	return err

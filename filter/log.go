@@ -103,9 +103,6 @@ func (s *session) logDecision(outcome string) {
 // recipients, so that ratios to messages_total are true fractions.
 func (s *session) countVerdict(outcome string) {
 	mt := s.f.deps.Metrics
-	if mt == nil {
-		return
-	}
 	msg := s.msg
 	stage, action := msg.applied, "none" // ended without a verdict (aborted, disconnected)
 	if stage == "" {

@@ -162,9 +162,7 @@ func (s *session) rcptVerdict(rcpt string) *milter.Response {
 	if len(msg.outcomes) < maxOutcomes {
 		msg.outcomes = append(msg.outcomes, domain+":"+action)
 	}
-	if mt := s.f.deps.Metrics; mt != nil {
-		mt.RecipientVerdicts.WithLabelValues(pol.label, action).Inc()
-	}
+	s.f.deps.Metrics.RecipientVerdicts.WithLabelValues(pol.label, action).Inc()
 	if v.Action == config.Accept || pol.dryRun {
 		return s.join(modePlain, nil)
 	}

@@ -166,9 +166,7 @@ type Replayer struct {
 
 // NewReplayer prepares the policy of cfg.
 func NewReplayer(cfg *config.Config) *Replayer {
-	f := &Filter{}
-	f.Apply(cfg)
-	return &Replayer{rt: f.rt.Load()}
+	return &Replayer{rt: New(cfg, Deps{}).rt.Load()}
 }
 
 // Replay decides d again. An error means the line cannot be replayed

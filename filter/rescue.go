@@ -75,9 +75,7 @@ func decide(pol *rcptPolicy, msg *message, canHold bool) (v Verdict, held bool) 
 func (s *session) join(mode txMode, held *Verdict) *milter.Response {
 	msg := s.msg
 	if msg.mode != modeNone && msg.mode != mode {
-		if mt := s.f.deps.Metrics; mt != nil {
-			mt.SeparateTransactions.Inc()
-		}
+		s.f.deps.Metrics.SeparateTransactions.Inc()
 		return respOwnTransaction
 	}
 	msg.mode = mode
@@ -163,9 +161,7 @@ func (s *session) endHeld() {
 }
 
 func (s *session) countRescue(result string) {
-	if mt := s.f.deps.Metrics; mt != nil {
-		mt.SPFRescues.WithLabelValues(result).Inc()
-	}
+	s.f.deps.Metrics.SPFRescues.WithLabelValues(result).Inc()
 }
 
 // endDKIM abandons a check the message will not finish.

@@ -174,8 +174,6 @@ func (f *Filter) libraryWarning(format string, v ...any) {
 }
 
 func (f *Filter) milterError(kind, format string, v ...any) {
-	if m := f.deps.Metrics; m != nil {
-		m.MilterErrors.WithLabelValues(kind).Inc()
-	}
+	f.deps.Metrics.MilterErrors.WithLabelValues(kind).Inc()
 	f.deps.Log.Warn("milter protocol error", "kind", kind, "detail", fmt.Sprintf(format, v...))
 }

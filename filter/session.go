@@ -103,7 +103,7 @@ func (s *session) Connect(host, family string, port uint16, addr string, m milte
 	if ip, perr := netip.ParseAddr(addr); perr == nil {
 		s.conn.ip = ip.Unmap()
 	}
-	if s.conn.connects == 1 && s.f.deps.Metrics != nil {
+	if s.conn.connects == 1 {
 		s.f.deps.Metrics.Sessions.Inc()
 	}
 	return respContinue, nil
@@ -124,9 +124,7 @@ func (s *session) MailFrom(from, esmtpArgs string, m milter.Modifier) (resp *mil
 	rt := s.f.rt.Load()
 	msg := &message{rt: rt, start: time.Now(), sender: from, args: esmtpArgs, queueID: m.Get("i"), auth: m.Get("{auth_authen}")}
 	s.msg = msg
-	if mt := s.f.deps.Metrics; mt != nil {
-		mt.Messages.Inc()
-	}
+	s.f.deps.Metrics.Messages.Inc()
 	msg.skip = rt.skipReason(s.conn.ip, s.conn.helo, msg.auth, msg.sender)
 	if msg.skip != "" {
 		return respContinue, nil
@@ -259,10 +257,8 @@ func wantsProbe(probeOn map[spf.Status]bool, r *spf.Result) bool {
 }
 
 func (s *session) observe(check, result string, start time.Time) {
-	if mt := s.f.deps.Metrics; mt != nil {
-		mt.CheckResults.WithLabelValues(check, result).Inc()
-		mt.CheckDuration.WithLabelValues(check).Observe(since(start))
-	}
+	s.f.deps.Metrics.CheckResults.WithLabelValues(check, result).Inc()
+	s.f.deps.Metrics.CheckDuration.WithLabelValues(check).Observe(since(start))
 }
 
 // apply answers the MTA at stage with the message's verdict.

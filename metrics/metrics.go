@@ -154,3 +154,8 @@ func (m *Metrics) zero() {
 
 // MilterErrorKinds are the kinds of senderguard_milter_errors_total.
 var MilterErrorKinds = []string{"read", "negotiate", "command", "write", "unknown_command", "panic", "accept", "connection_limit", "other"}
+
+// Discard is a set of collectors registered nowhere: what a filter
+// counts when nobody scrapes it (tests, replay), so that callers never
+// check for nil.
+func Discard() *Metrics { return New(prometheus.NewRegistry(), "") }
