@@ -54,7 +54,7 @@ type fleet interface {
 // dies.
 const fleetMargin = 5 * time.Second
 
-// Hooks report events for metrics; nil fields are skipped.
+// Hooks report events for metrics; a nil field reports nowhere.
 type Hooks struct {
 	Probe   func(c Class, d time.Duration)
 	Skip    func(reason string)
@@ -67,6 +67,28 @@ type Hooks struct {
 	// FleetWait reports a lookup that waited for another replica's probe
 	// and whether its result arrived in time.
 	FleetWait func(found bool)
+}
+
+// fill makes every nil hook a no-op, so that callers never check.
+func (h *Hooks) fill() {
+	if h.Probe == nil {
+		h.Probe = func(Class, time.Duration) {}
+	}
+	if h.Skip == nil {
+		h.Skip = func(string) {}
+	}
+	if h.Breaker == nil {
+		h.Breaker = func() {}
+	}
+	if h.TLS == nil {
+		h.TLS = func(TLSOutcome) {}
+	}
+	if h.Rule == nil {
+		h.Rule = func(string) {}
+	}
+	if h.FleetWait == nil {
+		h.FleetWait = func(bool) {}
+	}
 }
 
 // Verifier is the cached, rate-limited, merged front of a Prober.
@@ -120,6 +142,7 @@ func NewVerifier(p *Prober, store cache.Store, cfg VerifierConfig, hooks Hooks, 
 	if cfg.GlobalRatePerMinute <= 0 {
 		cfg.GlobalRatePerMinute = 1200
 	}
+	hooks.fill()
 	v := &Verifier{prober: p, store: store, cfg: cfg, hooks: hooks, log: log, now: time.Now,
 		global: make(chan struct{}, global), tarpits: make(chan struct{}, max(global/2, 1)),
 		retries: map[string]bool{}, bgCtx: ctx, bgCancel: cancel}
@@ -220,9 +243,7 @@ func resultOf(e cache.Entry, a Address, step string) *Result {
 }
 
 func (v *Verifier) skip(reason string) {
-	if v.hooks.Skip != nil {
-		v.hooks.Skip(reason)
-	}
+	v.hooks.Skip(reason)
 }
 
 // probeAndStore runs one probe under the limits and caches what it learned.
@@ -267,13 +288,9 @@ func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refr
 	pctx, cancel := context.WithTimeout(ctx, v.cfg.ProbeTimeout)
 	defer cancel()
 	r := v.prober.ProbeAddress(pctx, a)
-	if v.hooks.Probe != nil {
-		v.hooks.Probe(r.Class, r.Duration)
-	}
-	if v.hooks.Rule != nil {
-		v.hooks.Rule(r.RuleName())
-	}
-	if v.hooks.TLS != nil && r.TLS != "" {
+	v.hooks.Probe(r.Class, r.Duration)
+	v.hooks.Rule(r.RuleName())
+	if r.TLS != "" {
 		v.hooks.TLS(r.TLS)
 	}
 	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -410,17 +427,13 @@ func (v *Verifier) awaitFleet(ctx context.Context, a Address, key string) *Resul
 	defer t.Stop()
 	for {
 		if r, ok := v.cached(ctx, a, key); ok {
-			if v.hooks.FleetWait != nil {
-				v.hooks.FleetWait(true)
-			}
+			v.hooks.FleetWait(true)
 			r.Step = "fleet"
 			return r
 		}
 		select {
 		case <-ctx.Done():
-			if v.hooks.FleetWait != nil {
-				v.hooks.FleetWait(false)
-			}
+			v.hooks.FleetWait(false)
 			return &Result{Class: Unknown, Address: a.String(), Err: errors.New("another replica's probe gave no result in time")}
 		case <-t.C:
 		}
@@ -430,9 +443,7 @@ func (v *Verifier) awaitFleet(ctx context.Context, a Address, key string) *Resul
 // openBreaker leaves a mail host (and the domain, when given) alone for
 // BreakerTTL.
 func (v *Verifier) openBreaker(host, domain, why string) {
-	if v.hooks.Breaker != nil {
-		v.hooks.Breaker()
-	}
+	v.hooks.Breaker()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	e := cache.Entry{Kind: kindBreaker, Stored: v.now().Unix()}
