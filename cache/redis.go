@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/senderguard/senderguard/internal/smtpstatus"
 )
 
 // RedisOptions say how to reach the Redis several replicas share.
@@ -235,20 +237,8 @@ func validKind(k string) bool {
 }
 
 func validEnhanced(s string) bool {
-	if s == "" {
-		return true
-	}
-	for i := range 3 {
-		p, rest, ok := strings.Cut(s, ".")
-		if ok != (i < 2) {
-			return false
-		}
-		if _, err := strconv.ParseUint(p, 10, 16); err != nil {
-			return false
-		}
-		s = rest
-	}
-	return true
+	_, ok := smtpstatus.Parse(s)
+	return s == "" || ok
 }
 
 // Get reads key through the near-cache: a hit costs no round trip.

@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
+
+	"github.com/senderguard/senderguard/internal/smtpstatus"
 )
 
 // Entry is one learned fact about an address, domain or mail host: small
@@ -53,7 +53,7 @@ type memEntry struct {
 	kind   uint8
 	rules  uint8
 	code   uint16
-	enh    [3]uint16 // enhanced status code class.subject.detail; class 0: none
+	enh    smtpstatus.Enhanced
 	stored int64
 }
 
@@ -79,15 +79,7 @@ func (m *Memory) Get(_ context.Context, key string) (Entry, time.Duration, bool,
 	kind := m.kinds[e.kind]
 	m.mu.RUnlock()
 	out := Entry{Kind: kind, Code: e.code, Stored: e.stored, Rules: e.rules}
-	if e.enh[0] != 0 {
-		b := make([]byte, 0, 12)
-		b = strconv.AppendUint(b, uint64(e.enh[0]), 10)
-		b = append(b, '.')
-		b = strconv.AppendUint(b, uint64(e.enh[1]), 10)
-		b = append(b, '.')
-		b = strconv.AppendUint(b, uint64(e.enh[2]), 10)
-		out.Enhanced = string(b)
-	}
+	out.Enhanced = e.enh.String()
 	return out, left, true, nil
 }
 
@@ -97,16 +89,11 @@ func (m *Memory) Set(_ context.Context, key string, e Entry, ttl time.Duration) 
 		return err
 	}
 	me := memEntry{kind: k, rules: e.Rules, code: e.Code, stored: e.Stored}
-	if parts := strings.Split(e.Enhanced, "."); len(parts) == 3 {
-		for i, p := range parts {
-			v, err := strconv.ParseUint(p, 10, 16)
-			if err != nil {
-				return fmt.Errorf("cache: bad enhanced status code %q", e.Enhanced)
-			}
-			me.enh[i] = uint16(v)
+	if e.Enhanced != "" {
+		var ok bool
+		if me.enh, ok = smtpstatus.Parse(e.Enhanced); !ok {
+			return fmt.Errorf("cache: bad enhanced status code %q", e.Enhanced)
 		}
-	} else if e.Enhanced != "" {
-		return fmt.Errorf("cache: bad enhanced status code %q", e.Enhanced)
 	}
 	m.c.Add(m.key(key), me, ttl)
 	return nil

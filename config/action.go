@@ -2,9 +2,10 @@ package config
 
 import (
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/senderguard/senderguard/internal/smtpstatus"
 )
 
 // Verb is what the policy does with a check result.
@@ -25,8 +26,6 @@ type Action struct {
 	Status string
 	Text   string
 }
-
-var enhancedRE = regexp.MustCompile(`^[245]\.\d{1,3}\.\d{1,3}$`)
 
 // ParseAction parses the textual form.
 func ParseAction(s string) (Action, error) {
@@ -56,7 +55,7 @@ func ParseAction(s string) (Action, error) {
 	if err != nil || len(f[1]) != 3 || f[1][0] != class {
 		return Action{}, fmt.Errorf("%q: %s needs a %cxx reply code", s, a.Verb, class)
 	}
-	if !enhancedRE.MatchString(f[2]) || f[2][0] != class {
+	if e, ok := smtpstatus.Parse(f[2]); !ok || byte('0'+e[0]) != class {
 		return Action{}, fmt.Errorf("%q: enhanced status code must look like %c.7.1", s, class)
 	}
 	a.Code, a.Status = code, f[2]

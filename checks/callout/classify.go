@@ -4,6 +4,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/senderguard/senderguard/internal/smtpstatus"
 )
 
 // RulesVersion numbers the reply rules below. Cached not-exists entries
@@ -174,27 +176,20 @@ func (r *rule) matches(rep *Reply) bool {
 // (the reply parser keeps only an enhanced code of the reply's class); a
 // reply without an enhanced code matches no pattern.
 func enhancedMatches(pattern, code string) bool {
-	if code == "" {
+	e, ok := smtpstatus.Parse(code)
+	if !ok {
 		return false
 	}
 	p := strings.Split(pattern, ".")
-	c := strings.Split(code, ".")
-	if len(c) != 3 {
-		return false
-	}
 	for i := 1; i < 3; i++ {
-		cn, err := strconv.Atoi(c[i])
-		if err != nil {
-			return false
-		}
 		switch p[i] {
 		case "x":
 		case "+":
-			if cn == 0 {
+			if e[i] == 0 {
 				return false
 			}
 		default:
-			if pn, _ := strconv.Atoi(p[i]); pn != cn {
+			if pn, _ := strconv.Atoi(p[i]); pn != int(e[i]) {
 				return false
 			}
 		}

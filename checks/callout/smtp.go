@@ -7,12 +7,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/senderguard/senderguard/internal/safetext"
+
+	"github.com/senderguard/senderguard/internal/smtpstatus"
 )
 
 // Bounds on what a remote server may send us.
@@ -23,10 +24,9 @@ const (
 )
 
 var (
-	errLineTooLong   = errors.New("reply line too long")
-	errTooManyLines  = errors.New("reply has too many lines")
-	errMalformed     = errors.New("malformed reply")
-	enhancedStatusRE = regexp.MustCompile(`^([245]\.\d{1,3}\.\d{1,3})(\s|$)`)
+	errLineTooLong  = errors.New("reply line too long")
+	errTooManyLines = errors.New("reply has too many lines")
+	errMalformed    = errors.New("malformed reply")
 )
 
 // smtpConn is the client side of one probe dialogue.
@@ -104,13 +104,8 @@ func (c *smtpConn) reply() (*Reply, []string, error) {
 // newReply is the reply of code whose text (its lines joined by " ")
 // may start with an enhanced status code (RFC 2034) of the code's class.
 func newReply(code int, text string) *Reply {
-	r := &Reply{Code: code}
-	if m := enhancedStatusRE.FindStringSubmatch(text); m != nil && m[1][0] == byte('0'+code/100) {
-		r.Enhanced = m[1]
-		text = strings.TrimSpace(text[len(m[1]):])
-	}
-	r.Text = bounded(text)
-	return r
+	e, rest := smtpstatus.Leading(code, text)
+	return &Reply{Code: code, Enhanced: e.String(), Text: bounded(rest)}
 }
 
 // readLine reads a CRLF (or LF) terminated line of at most maxReplyLine.
