@@ -173,6 +173,10 @@ func TestOpenPassIsProbedAndSkipDomainsAreNot(t *testing.T) {
 			t.Fatalf("after %s: %d probes, want %d", tc.sender, n, tc.probes)
 		}
 	}
+	// The null-MX check, asked beside SPF, is asked once a message.
+	if _, nm := v.counts(); nm != 5 {
+		t.Errorf("%d null-MX checks for 5 messages, want 5", nm)
+	}
 	if !lineWith(r.log.String(), "sender=b@open.test", "spf_mailfrom=pass", "spf_mailfrom_open=+all", "callout=exists") {
 		t.Errorf("no decision line naming +all:\n%s", r.log)
 	}

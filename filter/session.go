@@ -57,8 +57,11 @@ type message struct {
 	leadingSpace bool // header values keep their leading space
 	rescue       *rescue
 
+	// nullMX is the null-MX answer asked for beside SPF (runChecks), when
+	// it was.
+	nullMX nullMXAnswer
+
 	// With recipient_domains: what each recipient got.
-	nullMXChecked bool
 	outcomes      []string // "domain:action", in RCPT order
 	rcptDomains   []string // each recipient domain once, for the decision line (replay)
 	wouldReject   []string // dry-run recipients' refusals, for X-Senderguard
@@ -163,16 +166,15 @@ func (s *session) runChecks(ctx context.Context, rt *runtime, msg *message) {
 	f.ClientIP, f.HELO, f.Sender = s.conn.ip.String(), s.conn.helo, msg.sender
 	var wg sync.WaitGroup
 	if v := s.f.deps.Callout; v != nil && cfg.Callout.Enabled && msg.sender != "" && rt.recipients == nil {
-		// The null-MX check (run at MAIL without recipient_domains) asks
-		// for the domain's MX after SPF: ask now,
-		// beside the SPF record, so that a cold cache waits for one round
-		// trip, not two. Its answer lands in the DNS cache (the flight is
-		// shared), where the check finds it.
+		// The null-MX check (run at MAIL without recipient_domains) needs
+		// the domain's MX: ask beside the SPF record, so that a cold cache
+		// waits for one round trip, not two; runCallout uses the answer.
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer func() { recover() }() // a prefetch: its panic must not end the process
-			v.NullMX(ctx, domainOf(msg.sender))
+			defer func() { recover() }() // unanswered then: runCallout asks again
+			null, known := v.NullMX(ctx, domainOf(msg.sender))
+			msg.nullMX = nullMXAnswer{asked: true, null: known && null}
 		}()
 	}
 	if cfg.SPF.CheckHELO && s.conn.helo != "" && s.conn.heloSPF == nil {
@@ -233,14 +235,16 @@ func (s *session) runCallout(ctx context.Context, msg *message, probeOn map[spf.
 		return // already decided by SPF; never probe for a forged sender
 	}
 	start := time.Now()
-	if !msg.nullMXChecked {
-		msg.nullMXChecked = true
-		// RFC 7505: a null MX refuses mail, whatever SPF said.
-		if null, known := v.NullMX(ctx, domainOf(msg.sender)); known && null {
-			f.Callout = &callout.Result{Class: callout.NullMX, Address: msg.sender}
-			s.observe("callout", string(callout.NullMX), start)
-			return
-		}
+	// RFC 7505: a null MX refuses mail, whatever SPF said. Asked once
+	// per message (beside SPF, or here).
+	if !msg.nullMX.asked {
+		null, known := v.NullMX(ctx, domainOf(msg.sender))
+		msg.nullMX = nullMXAnswer{asked: true, null: known && null}
+	}
+	if msg.nullMX.null {
+		f.Callout = &callout.Result{Class: callout.NullMX, Address: msg.sender}
+		s.observe("callout", string(callout.NullMX), start)
+		return
 	}
 	if !wantsProbe(probeOn, f.SPFMail) || matchName(msg.rt.skipProbe, domainOf(msg.sender), true) {
 		return
@@ -248,6 +252,10 @@ func (s *session) runCallout(ctx context.Context, msg *message, probeOn map[spf.
 	f.Callout = v.Verify(ctx, msg.sender)
 	s.observe("callout", string(f.Callout.Class), start)
 }
+
+// nullMXAnswer is the outcome of the RFC 7505 check: null is true only
+// for a known null MX.
+type nullMXAnswer struct{ asked, null bool }
 
 // wantsProbe reports whether an SPF result leads to a probe: one that
 // probeOn lists, or a pass from a term that authorizes every address
