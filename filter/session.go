@@ -62,9 +62,9 @@ type message struct {
 	nullMX nullMXAnswer
 
 	// With recipient_domains: what each recipient got.
-	outcomes      []string // "domain:action", in RCPT order
-	rcptDomains   []string // each recipient domain once, for the decision line (replay)
-	wouldReject   []string // dry-run recipients' refusals, for X-Senderguard
+	outcomes    []string // "domain:action", in RCPT order
+	rcptDomains []string // each recipient domain once, for the decision line (replay)
+	wouldReject []string // dry-run recipients' refusals, for X-Senderguard
 }
 
 // session follows one milter connection through the stages; the library
