@@ -101,7 +101,7 @@ func (rt *runtime) trustedForwarder(ip netip.Addr, name string) string {
 // startDKIM begins verifying a held message's signatures as its header
 // fields arrive; each key lookup gets the stage budget from when it is
 // asked.
-func (s *session) startDKIM(m milter.Modifier) {
+func (s *session) startDKIM() {
 	msg := s.msg
 	if msg.dkim != nil || msg.mode != modeHeld {
 		return
@@ -109,8 +109,11 @@ func (s *session) startDKIM(m milter.Modifier) {
 	ctx, cancel := context.WithCancel(context.Background())
 	msg.dkimCancel = cancel
 	msg.dkim = s.f.deps.DKIM.Start(ctx, msg.rt.cfg.StageBudget.D())
-	msg.leadingSpace = m.Protocol()&milter.OptHeaderLeadingSpace != 0
 }
+
+// leadingSpace reports SMFIP_HDR_LEADSPC: header values come, and go, with
+// the space after the colon.
+func leadingSpace(m milter.Modifier) bool { return m.Protocol()&milter.OptHeaderLeadingSpace != 0 }
 
 // endHeld judges a held message at end of message: a valid signature of
 // the sender's domain (relaxed alignment) rescues it; a key that could
@@ -118,11 +121,9 @@ func (s *session) startDKIM(m milter.Modifier) {
 // SPF verdict.
 func (s *session) endHeld() {
 	msg := s.msg
-	res := dkim.Result{Err: fmt.Errorf("no header fields seen")}
-	if msg.dkim != nil {
-		res = msg.dkim.Finish()
-		msg.dkimCancel()
-	}
+	s.startDKIM() // a message without header fields or body
+	res := msg.dkim.Finish()
+	msg.dkimCancel()
 	sender := domainOf(msg.sender)
 	var temp *dkim.Signature
 	msg.rescue = &rescue{outcome: "refused", why: "no DKIM signature"}

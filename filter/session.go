@@ -49,13 +49,12 @@ type message struct {
 
 	// The transaction's recipients all get one end (rescue.go): plain, or
 	// a held SPF fail that a DKIM signature may rescue at end of message.
-	mode         txMode
-	held         *Verdict
-	forwarder    string // why the client is a trusted forwarder, "" if not
-	dkim         *dkim.Check
-	dkimCancel   context.CancelFunc
-	leadingSpace bool // header values keep their leading space
-	rescue       *rescue
+	mode       txMode
+	held       *Verdict
+	forwarder  string // why the client is a trusted forwarder, "" if not
+	dkim       *dkim.Check
+	dkimCancel context.CancelFunc
+	rescue     *rescue
 
 	// nullMX is the null-MX answer asked for beside SPF (runChecks), when
 	// it was.
@@ -327,8 +326,8 @@ func (s *session) Data(m milter.Modifier) (*milter.Response, error) { return res
 func (s *session) Header(name, value string, m milter.Modifier) (*milter.Response, error) {
 	msg := s.msg
 	if msg != nil && msg.mode == modeHeld {
-		s.startDKIM(m)
-		msg.dkim.Header(name, value, msg.leadingSpace)
+		s.startDKIM()
+		msg.dkim.Header(name, value, leadingSpace(m))
 	}
 	if msg != nil && strings.EqualFold(name, "Received-SPF") {
 		// It names no authserv-id and DMARC verifiers trust it blindly:
@@ -366,7 +365,7 @@ func (s *session) noteQueueID(m milter.Modifier) {
 // message's body is skipped (the MTA stops sending it).
 func (s *session) BodyChunk(chunk []byte, m milter.Modifier) (*milter.Response, error) {
 	if msg := s.msg; msg != nil && msg.mode == modeHeld {
-		s.startDKIM(m)
+		s.startDKIM()
 		msg.dkim.Body(chunk)
 		return respContinue, nil
 	}
@@ -389,7 +388,6 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 	}
 	s.noteQueueID(m)
 	if msg.mode == modeHeld {
-		s.startDKIM(m) // a message without header fields
 		s.endHeld()
 		if msg.verdict.Action != config.Accept {
 			return s.apply("eom"), nil
@@ -411,7 +409,7 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 		// With SMFIP_HDR_LEADSPC the MTA also writes our values as they
 		// are: the space after the colon is ours to send.
 		lead := ""
-		if m.Protocol()&milter.OptHeaderLeadingSpace != 0 {
+		if leadingSpace(m) {
 			lead = " "
 		}
 		for _, h := range s.headers() {

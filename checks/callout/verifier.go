@@ -274,8 +274,10 @@ func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refr
 			// probed and stored the result, while this replica's read
 			// came from a near-cache whose invalidation was still on its
 			// way: read the shared store itself before probing again.
-			if r, found := v.freshResult(ctx, a, key); found && !refresh {
-				return r
+			if !refresh {
+				if r, found := v.freshResult(ctx, a, key); found {
+					return r
+				}
 			}
 		}
 	}
