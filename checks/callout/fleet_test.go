@@ -17,11 +17,22 @@ import (
 
 // replica is one verifier of a fleet sharing srv.
 func (e *env) replica(srv *testredis.Server, cfg callout.VerifierConfig, hooks callout.Hooks) *callout.Verifier {
+	return e.replicaOn(e.sharedStore(srv), cfg, hooks)
+}
+
+// sharedStore is a replica's store: Redis srv in front of memory.
+func (e *env) sharedStore(srv *testredis.Server) *cache.Shared {
 	local, _ := cache.NewMemory(1000, nil, cache.Hooks{})
 	store := cache.NewShared(func() (*cache.Redis, error) {
 		return cache.NewRedis(cache.RedisOptions{URL: srv.URL(), KeyPrefix: "fleet:", Timeout: 200 * time.Millisecond})
 	}, local, cache.SharedHooks{}, nil)
 	e.t.Cleanup(store.Close)
+	return store
+}
+
+// replicaOn is a verifier on store, with the tests' defaults for what
+// cfg leaves zero.
+func (e *env) replicaOn(store cache.Store, cfg callout.VerifierConfig, hooks callout.Hooks) *callout.Verifier {
 	if cfg.ProbeTimeout == 0 {
 		cfg.ProbeTimeout = 5 * time.Second
 	}
@@ -233,15 +244,7 @@ func TestFleetLeaseAfterAFinishedProbeReadsRedis(t *testing.T) {
 	if r := a.Verify(context.Background(), "alice@st.test"); r.Class != callout.Exists {
 		t.Fatalf("replica A: %s", r.Class)
 	}
-	local, _ := cache.NewMemory(1000, nil, cache.Hooks{})
-	shared := cache.NewShared(func() (*cache.Redis, error) {
-		return cache.NewRedis(cache.RedisOptions{URL: redis.URL(), KeyPrefix: "fleet:", Timeout: 200 * time.Millisecond})
-	}, local, cache.SharedHooks{}, nil)
-	t.Cleanup(shared.Close)
-	b := callout.NewVerifier(e.prober(), staleNearCache{shared}, callout.VerifierConfig{ProbeTimeout: 5 * time.Second,
-		TTLExists: time.Hour, TTLNotExists: time.Hour, TTLUnknown: time.Hour, BreakerTTL: time.Hour,
-		GlobalConcurrency: 5, PerDomainConcurrency: 5, PerDomainRatePerMinute: 50}, callout.Hooks{}, nil)
-	t.Cleanup(b.Close)
+	b := e.replicaOn(staleNearCache{e.sharedStore(redis)}, callout.VerifierConfig{}, callout.Hooks{})
 	r := b.Verify(context.Background(), "alice@st.test")
 	if r.Class != callout.Exists || !r.Cached || r.Step != "fleet" {
 		t.Errorf("replica B: %s cached=%v step=%s, want exists from the fleet", r.Class, r.Cached, r.Step)

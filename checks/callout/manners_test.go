@@ -145,9 +145,7 @@ func TestNotExistsFromOldRulesIsProbedAgain(t *testing.T) {
 	ctx := context.Background()
 	store.Set(ctx, "a:full@old.test", cache.Entry{Kind: "not-exists", Code: 552, Enhanced: "5.2.2", Stored: time.Now().Unix()}, time.Hour)
 	store.Set(ctx, "a:gone@old.test", cache.Entry{Kind: "not-exists", Code: 550, Enhanced: "5.1.1", Stored: time.Now().Unix(), Rules: callout.RulesVersion}, time.Hour)
-	v := callout.NewVerifier(e.prober(), store, callout.VerifierConfig{TTLExists: time.Hour, TTLNotExists: time.Hour, TTLUnknown: time.Minute,
-		BreakerTTL: time.Hour, ProbeTimeout: 5 * time.Second, GlobalConcurrency: 5, PerDomainConcurrency: 5, PerDomainRatePerMinute: 50}, callout.Hooks{}, nil)
-	t.Cleanup(v.Close)
+	v := e.replicaOn(store, callout.VerifierConfig{}, callout.Hooks{})
 	if r := v.Verify(ctx, "full@old.test"); r.Class != callout.Exists || r.Cached {
 		t.Errorf("old not-exists: %s cached=%v, want a new probe saying exists", r.Class, r.Cached)
 	}
