@@ -308,10 +308,7 @@ func worstOutcome(list, rescue string) (string, error) {
 		case "dry_run_reject", "dry_run_tempfail":
 			action = "dry-run"
 		case "held":
-			action = map[string]string{"rescued": "accept", "tempfail": "tempfail"}[rescue]
-			if action == "" {
-				action = "reject"
-			}
+			action = string(heldEnd(Verdict{Action: config.Reject}, rescue).Action)
 		}
 		r, ok := outcomeRank[action]
 		if !ok {

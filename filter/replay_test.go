@@ -223,3 +223,20 @@ func BenchmarkReplay(b *testing.B) {
 		i++
 	}
 }
+
+// TestReplayHeldOutcomes: a recipient held for the DKIM rescue counts
+// as the end of message judged it.
+func TestReplayHeldOutcomes(t *testing.T) {
+	rp := filter.NewReplayer(config.Default())
+	for rescue, want := range map[string]string{"rescued": "accept", "tempfail": "tempfail", "refused": "reject", "": "reject"} {
+		line := `level=INFO msg=decision client_ip=192.0.2.10 helo=h.test sender=a@fail.test outcome=accept spf_mailfrom=fail rcpt_domains=a.test rcpt_outcomes="a.test:held b.test:accept" spf_fail_rescue=` + rescue
+		d, err := filter.ParseDecision([]byte(line))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := rp.Replay(d)
+		if err != nil || out.Old != want {
+			t.Errorf("held, %q at end of message: old %v %v, want %s", rescue, out, err, want)
+		}
+	}
+}
