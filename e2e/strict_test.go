@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestProbeStrictRealPostfix probes a real Postfix that applies
@@ -78,7 +79,15 @@ func TestProbeStrictRealPostfix(t *testing.T) {
 			t.Errorf("no warning for -helo %s:\n%s", tc.helo, trace)
 		}
 	}
-	logb, _ := os.ReadFile(filepath.Join(dir, "postfix", "maillog"))
+	// Postfix writes its log through postlogd, after the session: wait
+	// for the five disconnect lines (or 10 s) before reading them.
+	var logb []byte
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		logb, _ = os.ReadFile(filepath.Join(dir, "postfix", "maillog"))
+		if strings.Count(string(logb), "disconnect from") >= 6 || time.Now().After(deadline) {
+			break // 6: the readiness check's and the five probes'
+		}
+	}
 	// postfix.sh's readiness check connects and leaves: "after CONNECT".
 	if n := strings.Count(string(logb), "lost connection") - strings.Count(string(logb), "lost connection after CONNECT"); n != 0 {
 		t.Errorf("Postfix logged %d lost connections: every probe must end with QUIT\n%s", n, logb)
