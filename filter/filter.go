@@ -41,12 +41,10 @@ type Deps struct {
 // runtime is one immutable generation of configuration; SIGHUP swaps it.
 type runtime struct {
 	cfg        *config.Config
-	policy     *Policy
 	hostname   string
 	authservID string
-	// global is the policy of recipients no recipient_domains entry
-	// covers; recipients is nil without entries.
-	global     *rcptPolicy
+	// recipients gives each recipient its policy: an entry of
+	// recipient_domains, or the global settings.
 	recipients *recipientTable
 	// Whitelisted names, lower case without the root dot, made once here
 	// rather than for every message.
@@ -76,12 +74,12 @@ func New(cfg *config.Config, deps Deps) *Filter {
 
 // Apply makes cfg the configuration of every message that starts from now.
 func (f *Filter) Apply(cfg *config.Config) {
-	rt := &runtime{cfg: cfg, policy: NewPolicy(cfg), hostname: cfg.Host()}
+	rt := &runtime{cfg: cfg, hostname: cfg.Host()}
 	rt.authservID = cfg.AuthservID
 	if rt.authservID == "" {
 		rt.authservID = rt.hostname
 	}
-	rt.global, rt.recipients = newRecipients(cfg, rt.policy)
+	rt.recipients = newRecipients(cfg)
 	for _, n := range cfg.SPF.Whitelist.HeloNames {
 		rt.heloNames = append(rt.heloNames, canonicalName(n))
 	}

@@ -4,7 +4,6 @@ import (
 	"strings"
 
 	"github.com/senderguard/senderguard/checks/spf"
-	"github.com/senderguard/senderguard/config"
 	"github.com/senderguard/senderguard/internal/safetext"
 )
 
@@ -75,14 +74,8 @@ func (s *session) ourHeader() string {
 		}
 		parts = append(parts, p)
 	}
-	if msg.rt.recipients != nil {
-		// Only dry-run recipients that were delivered (all of them: a
-		// dry-run recipient is never refused) name their domain.
-		for _, w := range msg.wouldReject {
-			parts = append(parts, "dry-run="+w)
-		}
-	} else if msg.rt.cfg.DryRun && msg.verdict.Action != config.Accept && msg.verdict.Action != "" {
-		parts = append(parts, "dry-run=would-"+string(msg.verdict.Action)+" ("+msg.verdict.Reply()+")")
+	for _, w := range msg.wouldReject {
+		parts = append(parts, "dry-run="+w)
 	}
 	return strings.Join(parts, "; ")
 }

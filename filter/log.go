@@ -7,16 +7,18 @@ import (
 	"time"
 
 	"github.com/senderguard/senderguard/checks/spf"
-	"github.com/senderguard/senderguard/config"
 )
 
-// logDecision writes the one decision line of the current message.
-func (s *session) logDecision(outcome string) {
+// logDecision writes the one decision line of the current message; end
+// says how its transaction ended (accept at end of message, aborted,
+// superseded, disconnected), "" when our refusal ended it.
+func (s *session) logDecision(end string) {
 	msg := s.msg
 	if msg == nil || msg.logged {
 		return
 	}
 	msg.logged = true
+	outcome := msg.outcome(end)
 	s.countVerdict(outcome)
 	qid := msg.queueID
 	if qid == "" {
@@ -78,12 +80,12 @@ func (s *session) logDecision(outcome string) {
 	} else if msg.mode == modeHeld {
 		attrs = append(attrs, slog.String("spf_fail_rescue", "held"))
 	}
-	v := msg.verdict
+	v, stage, _ := msg.shown()
 	if v.Action != "" {
 		attrs = append(attrs, slog.String("verdict", string(v.Action)))
 	}
 	if v.Check != "" && v.Reply() != "" {
-		attrs = append(attrs, slog.String("decided_by", v.Check), slog.String("reply", v.Reply()), slog.String("stage", msg.applied))
+		attrs = append(attrs, slog.String("decided_by", v.Check), slog.String("reply", v.Reply()), slog.String("stage", stage))
 	}
 	if len(msg.rcptDomains) > 0 {
 		attrs = append(attrs, slog.String("rcpt_domains", strings.Join(msg.rcptDomains, " ")))
@@ -98,26 +100,48 @@ func (s *session) logDecision(outcome string) {
 	s.f.deps.Log.LogAttrs(context.Background(), slog.LevelInfo, "decision", attrs...)
 }
 
+// outcome is what the decision line calls the message's end: our refusal
+// when it reached every recipient (at MAIL, at each RCPT) or came at end
+// of message, "dry-run" when dry-run held one back, else end.
+func (msg *message) outcome(end string) string {
+	switch {
+	case msg.verdict.severity() > 0 && (msg.mode == modeNone || msg.applied == "eom"):
+		return string(msg.verdict.Action)
+	case msg.wouldBe.severity() > 0:
+		return "dry-run"
+	}
+	return end
+}
+
+// shown is the verdict the decision line and the verdict counter name,
+// and the stage it was (or in dry-run would have been) given at: a
+// refusal given, else one dry-run held back (dry), else the verdict.
+func (msg *message) shown() (v Verdict, stage string, dry bool) {
+	if msg.verdict.severity() == 0 && msg.wouldBe.severity() > 0 {
+		return msg.wouldBe, msg.wouldStage, true
+	}
+	return msg.verdict, msg.applied, false
+}
+
 // countVerdict adds the message's one verdict to
 // senderguard_verdicts_total{stage,action}: once per message, whatever its
 // recipients, so that ratios to messages_total are true fractions.
 func (s *session) countVerdict(outcome string) {
-	mt := s.f.deps.Metrics
 	msg := s.msg
-	stage, action := msg.applied, "none" // ended without a verdict (aborted, disconnected)
+	v, stage, dry := msg.shown()
+	action := "none" // ended without a verdict (aborted, disconnected)
 	if stage == "" {
 		stage = "eom"
 	}
-	v := msg.verdict.Action
 	switch {
 	case msg.skip != "":
 		action = "skip"
-	case outcome == "dry-run":
-		action = "dry_run_" + string(v)
-	case msg.applied != "" && v != config.Accept && v != "":
-		action = string(v)
+	case dry:
+		action = "dry_run_" + string(v.Action)
+	case v.severity() > 0:
+		action = string(v.Action)
 	case outcome == "accept":
 		action = "accept"
 	}
-	mt.Verdicts.WithLabelValues(stage, action).Inc()
+	s.f.deps.Metrics.Verdicts.WithLabelValues(stage, action).Inc()
 }

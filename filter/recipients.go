@@ -2,6 +2,7 @@ package filter
 
 import (
 	"context"
+	"slices"
 	"strings"
 
 	"github.com/d--j/go-milter"
@@ -24,10 +25,16 @@ type rcptPolicy struct {
 
 // recipientTable finds a recipient domain's policy: the exact name first,
 // then the longest "*." suffix that covers it (most specific wins; a
-// domain may appear in one entry only, so there is no tie).
+// domain may appear in one entry only, so there is no tie), else the
+// default entry made of the global settings. Every recipient is judged
+// through it, with or without recipient_domains.
 type recipientTable struct {
+	def   *rcptPolicy
 	exact map[string]*rcptPolicy
 	wild  map[string]*rcptPolicy // keyed by the suffix after "*."
+	// allCallout: every entry wants callouts, so the sender domain's MX
+	// will be needed whoever the recipients are.
+	allCallout bool
 }
 
 func probeOnSet(list []string) map[spf.Status]bool {
@@ -38,15 +45,12 @@ func probeOnSet(list []string) map[spf.Status]bool {
 	return m
 }
 
-// newRecipients builds the global policy and, when cfg has entries, the
-// table; names were validated by config.
-func newRecipients(cfg *config.Config, global *Policy) (*rcptPolicy, *recipientTable) {
-	g := &rcptPolicy{label: "global", policy: global, dryRun: cfg.DryRun, callout: cfg.Callout.Enabled, probeOn: probeOnSet(cfg.Callout.ProbeOn),
+// newRecipients builds the table of cfg: the global policy as its default
+// entry, and recipient_domains' entries; names were validated by config.
+func newRecipients(cfg *config.Config) *recipientTable {
+	g := &rcptPolicy{label: "global", policy: NewPolicy(cfg), dryRun: cfg.DryRun, callout: cfg.Callout.Enabled, probeOn: probeOnSet(cfg.Callout.ProbeOn),
 		rescue: cfg.SPFFailRescue == "dkim"}
-	if len(cfg.RecipientDomains) == 0 {
-		return g, nil
-	}
-	t := &recipientTable{exact: map[string]*rcptPolicy{}, wild: map[string]*rcptPolicy{}}
+	t := &recipientTable{def: g, exact: map[string]*rcptPolicy{}, wild: map[string]*rcptPolicy{}, allCallout: g.callout}
 	for i := range cfg.RecipientDomains {
 		e := &cfg.RecipientDomains[i]
 		p := &rcptPolicy{label: e.Label(i), policy: &Policy{actions: e.Merged(cfg.Actions)}, dryRun: g.dryRun, callout: g.callout, probeOn: g.probeOn, rescue: g.rescue}
@@ -64,6 +68,7 @@ func newRecipients(cfg *config.Config, global *Policy) (*rcptPolicy, *recipientT
 				p.probeOn = probeOnSet(*c.ProbeOn)
 			}
 		}
+		t.allCallout = t.allCallout && p.callout
 		for _, d := range e.Domains {
 			name, wild := strings.CutPrefix(d, "*.")
 			canon, _ := config.CanonicalDomain(name)
@@ -74,12 +79,33 @@ func newRecipients(cfg *config.Config, global *Policy) (*rcptPolicy, *recipientT
 			}
 		}
 	}
-	return g, t
+	return t
 }
 
-// match returns the policy of domain's entry, nil when none covers it. It
-// allocates nothing for an ASCII domain.
+// sole is the policy of every recipient when there are no entries (the
+// verdict is known before the recipients are), nil otherwise.
+func (t *recipientTable) sole() *rcptPolicy {
+	if len(t.exact)+len(t.wild) == 0 {
+		return t.def
+	}
+	return nil
+}
+
+// match returns the policy of domain's entry, the default entry when none
+// covers it. It allocates nothing for an ASCII domain.
 func (t *recipientTable) match(domain string) *rcptPolicy {
+	if p := t.entry(domain); p != nil {
+		return p
+	}
+	return t.def
+}
+
+// entry returns the policy of the entry that covers domain, nil when none
+// does.
+func (t *recipientTable) entry(domain string) *rcptPolicy {
+	if len(t.exact)+len(t.wild) == 0 {
+		return nil
+	}
 	var buf [256]byte
 	domain = strings.TrimSuffix(domain, ".")
 	if len(domain) > len(buf) {
@@ -133,18 +159,10 @@ const maxOutcomes = 50
 // rcptVerdict gives one recipient the verdict of its own domain's policy,
 // probing first if that policy wants a probe the message has not had.
 func (s *session) rcptVerdict(rcpt string) *milter.Response {
-	msg, rt := s.msg, s.msg.rt
+	msg := s.msg
 	domain := strings.ToLower(domainOf(rcpt))
-	pol := rt.recipients.match(domain)
-	if pol == nil {
-		pol = rt.global
-	}
-	if pol.callout {
-		ctx, cancel := context.WithTimeout(context.Background(), rt.cfg.StageBudget.D())
-		s.runCallout(ctx, msg, pol.probeOn)
-		cancel()
-	}
-	v, held := s.decide(pol, msg)
+	pol := msg.rt.recipients.match(domain)
+	v, held := s.judge(pol)
 	if held {
 		r := s.join(modeHeld, &v)
 		if r == respContinue && len(msg.outcomes) < maxOutcomes {
@@ -155,9 +173,7 @@ func (s *session) rcptVerdict(rcpt string) *milter.Response {
 	action := string(v.Action)
 	if v.Action != config.Accept && pol.dryRun {
 		action = "dry_run_" + action
-		if len(msg.wouldReject) < maxOutcomes {
-			msg.wouldReject = append(msg.wouldReject, "would-"+string(v.Action)+" ("+v.Reply()+") for "+domain)
-		}
+		msg.wouldRefuse(v, "rcpt", pol, domain)
 	}
 	if len(msg.outcomes) < maxOutcomes {
 		msg.outcomes = append(msg.outcomes, domain+":"+action)
@@ -170,4 +186,31 @@ func (s *session) rcptVerdict(rcpt string) *milter.Response {
 		msg.verdict, msg.applied = v, "rcpt"
 	}
 	return replyResponse(v)
+}
+
+// judge runs the callout pol wants (once per message, within this stage's
+// budget) and decides.
+func (s *session) judge(pol *rcptPolicy) (Verdict, bool) {
+	if pol.callout {
+		ctx, cancel := context.WithTimeout(context.Background(), s.msg.rt.cfg.StageBudget.D())
+		s.runCallout(ctx, s.msg, pol.probeOn)
+		cancel()
+	}
+	return s.decide(pol, s.msg)
+}
+
+// wouldRefuse notes a refusal that dry-run did not give: the worst one
+// for the decision line, and each distinct one for X-Senderguard, naming
+// the recipient domain when an entry of recipient_domains asked for it.
+func (msg *message) wouldRefuse(v Verdict, stage string, pol *rcptPolicy, domain string) {
+	if v.severity() > msg.wouldBe.severity() {
+		msg.wouldBe, msg.wouldStage = v, stage
+	}
+	w := "would-" + string(v.Action) + " (" + v.Reply() + ")"
+	if pol != msg.rt.recipients.def {
+		w += " for " + domain
+	}
+	if len(msg.wouldReject) < maxOutcomes && !slices.Contains(msg.wouldReject, w) {
+		msg.wouldReject = append(msg.wouldReject, w)
+	}
 }

@@ -184,3 +184,23 @@ func TestOpenPassIsProbedAndSkipDomainsAreNot(t *testing.T) {
 		t.Errorf("the skip domain's line: SPF judged, no probe:\n%s", r.log)
 	}
 }
+
+// TestPostmasterAloneMakesNoProbe: without recipient_domains the global
+// policy is judged per recipient like any entry's, so a message only to
+// postmaster (never judged) makes no probe; the first judged recipient
+// does, and a second one reuses it.
+func TestPostmasterAloneMakesNoProbe(t *testing.T) {
+	v := &countingVerifier{}
+	r := newRigWith(t, "tcp", func(c *config.Config) { c.Callout.Enabled = true }, func(d *filter.Deps) { d.Callout = v })
+	s := r.session("192.0.2.10")
+	r.want(s.Mail("cat@soft.test", ""))
+	r.want(s.Rcpt("postmaster@example.test", ""))
+	if n, _ := v.counts(); n != 0 {
+		t.Fatalf("postmaster only: %d probes, want none", n)
+	}
+	r.want(s.Rcpt("u@example.test", ""))
+	r.want(s.Rcpt("w@example.org", ""))
+	if n, _ := v.counts(); n != 1 {
+		t.Fatalf("two judged recipients: %d probes, want 1", n)
+	}
+}

@@ -24,26 +24,23 @@ func TestRecipientTableMatch(t *testing.T) {
 		config.RecipientDomain{Name: "books", Domains: []string{"bücher.example"}},
 		config.RecipientDomain{Name: "wide", Domains: []string{"*.example"}},
 	)
-	_, table := newRecipients(cfg, NewPolicy(cfg))
+	table := newRecipients(cfg)
 	cases := []struct{ domain, want string }{
 		{"strict.example", "strict"},
-		{"STRICT.Example.", "strict"},      // case and root dot
-		{"a.b.strict.example", "strict"},   // wildcard at any depth
-		{"x.deep.strict.example", "deep"},  // the longest wildcard wins
-		{"deep.strict.example", "strict"},  // "*." covers subdomains only
-		{"bücher.example", "books"},        // IDN by A-label
-		{"xn--bcher-kva.example", "books"}, // given as A-label
-		{"other.example", "wide"},          // the catch-all wildcard
-		{"example", ""},                    // "*.example" is not example
-		{"example.org", ""},                // no entry
-		{"notstrict.example.org", ""},      // suffix match is by label
+		{"STRICT.Example.", "strict"},       // case and root dot
+		{"a.b.strict.example", "strict"},    // wildcard at any depth
+		{"x.deep.strict.example", "deep"},   // the longest wildcard wins
+		{"deep.strict.example", "strict"},   // "*." covers subdomains only
+		{"bücher.example", "books"},         // IDN by A-label
+		{"xn--bcher-kva.example", "books"},  // given as A-label
+		{"other.example", "wide"},           // the catch-all wildcard
+		{"example", "global"},               // "*.example" is not example
+		{"example.org", "global"},           // no entry: the default
+		{"notstrict.example.org", "global"}, // suffix match is by label
+		{"", "global"},
 	}
 	for _, tc := range cases {
-		got := ""
-		if p := table.match(tc.domain); p != nil {
-			got = p.label
-		}
-		if got != tc.want {
+		if got := table.match(tc.domain).label; got != tc.want {
 			t.Errorf("%s: matched %q, want %q", tc.domain, got, tc.want)
 		}
 	}
@@ -62,7 +59,7 @@ func BenchmarkRecipientMatch(b *testing.B) {
 		entries = append(entries, e)
 	}
 	cfg := recipientsConfig(b, entries...)
-	_, table := newRecipients(cfg, NewPolicy(cfg))
+	table := newRecipients(cfg)
 	for _, bc := range []struct{ name, domain string }{
 		{"miss", "mail.unrelated-customer.example.org"},
 		{"exact", "customer42-7.example"},

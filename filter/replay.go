@@ -233,12 +233,7 @@ func (r *Replayer) Replay(d *Decision) (*Replayed, error) {
 	worst := Verdict{Action: config.Accept}
 	worstDry := false
 	judge := func(dom string) {
-		pol := rt.global
-		if rt.recipients != nil && dom != "" {
-			if p := rt.recipients.match(dom); p != nil {
-				pol = p
-			}
-		}
+		pol := rt.recipients.match(dom)
 		v, held := decide(pol, msg, true)
 		if held {
 			v = heldEnd(v, d.SPFFailRescue)

@@ -118,8 +118,8 @@ func leadingSpace(m milter.Modifier) bool { return m.Protocol()&milter.OptHeader
 // endHeld judges a held message at end of message: a valid signature of
 // the sender's domain (relaxed alignment) rescues it; a key that could
 // not be fetched now tempfails; anything else refuses it with the held
-// SPF verdict.
-func (s *session) endHeld() {
+// SPF verdict. It returns the message's verdict.
+func (s *session) endHeld() Verdict {
 	msg := s.msg
 	s.startDKIM() // a message without header fields or body
 	res := msg.dkim.Finish()
@@ -138,9 +138,8 @@ func (s *session) endHeld() {
 		switch sig.Status {
 		case dkim.Pass:
 			msg.rescue = &rescue{outcome: "rescued", domain: sig.Domain, selector: sig.Selector}
-			msg.verdict = Verdict{Action: config.Accept}
 			s.countRescue("rescued")
-			return
+			return Verdict{Action: config.Accept}
 		case dkim.TempError:
 			temp = sig
 		default:
@@ -152,13 +151,12 @@ func (s *session) endHeld() {
 	}
 	if temp != nil {
 		msg.rescue = &rescue{outcome: "tempfail", domain: temp.Domain, selector: temp.Selector, why: "DKIM key lookup failed temporarily"}
-		msg.verdict = Verdict{Action: config.TempFail, Code: 451, Status: "4.7.24", Check: "dkim",
-			Text: fmt.Sprintf("SPF fail, and the DKIM key of %s (s=%s) could not be fetched now; try again later", replyText(temp.Domain), replyText(temp.Selector))}
 		s.countRescue("tempfail")
-		return
+		return Verdict{Action: config.TempFail, Code: 451, Status: "4.7.24", Check: "dkim",
+			Text: fmt.Sprintf("SPF fail, and the DKIM key of %s (s=%s) could not be fetched now; try again later", replyText(temp.Domain), replyText(temp.Selector))}
 	}
-	msg.verdict = *msg.held
 	s.countRescue("refused")
+	return *msg.held
 }
 
 func (s *session) countRescue(result string) {

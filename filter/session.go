@@ -64,6 +64,8 @@ type message struct {
 	outcomes    []string // "domain:action", in RCPT order
 	rcptDomains []string // each recipient domain once, for the decision line (replay)
 	wouldReject []string // dry-run recipients' refusals, for X-Senderguard
+	wouldBe     Verdict  // the worst of them, for the decision line
+	wouldStage  string   // where it would have been given
 }
 
 // session follows one milter connection through the stages; the library
@@ -139,34 +141,42 @@ func (s *session) MailFrom(from, esmtpArgs string, m milter.Modifier) (resp *mil
 			s.countRescue("trusted_forwarder")
 		}
 	}
-	if rt.recipients != nil {
-		// Every verdict depends on the recipient: given at RCPT.
-		msg.verdict = Verdict{Action: config.Accept}
-		return respContinue, nil
-	}
-	v, held := s.decide(rt.global, msg)
-	if held {
-		// Judged at end of message; the recipients join it at RCPT.
-		msg.verdict, msg.held = Verdict{Action: config.Accept}, &v
-		return respContinue, nil
-	}
-	msg.verdict = v
-	if rt.cfg.RejectAt == "mail" || msg.verdict.Action == config.Accept {
-		return s.apply("mail"), nil
+	msg.verdict = Verdict{Action: config.Accept}
+	if pol := rt.recipients.sole(); pol != nil && rt.cfg.RejectAt == "mail" {
+		// Every recipient will get this verdict: a refusal is given now.
+		return s.mailVerdict(pol), nil
 	}
 	return respContinue, nil
 }
 
-// runChecks runs SPF on both identities at once, then the callout when SPF
-// leaves the sender unproven.
+// mailVerdict gives at MAIL the verdict pol will give every recipient
+// (reject_at: mail). A held SPF fail waits for end of message and a
+// dry-run refusal is only noted: the recipients join them at RCPT.
+func (s *session) mailVerdict(pol *rcptPolicy) *milter.Response {
+	msg := s.msg
+	v, held := s.judge(pol)
+	switch {
+	case held || v.Action == config.Accept:
+		return respContinue
+	case pol.dryRun:
+		msg.wouldRefuse(v, "mail", pol, "")
+		return respContinue
+	}
+	msg.verdict, msg.applied = v, "mail"
+	s.logDecision("")
+	return replyResponse(v)
+}
+
+// runChecks runs SPF on both identities at once; the callout waits for a
+// recipient whose policy wants it (judge).
 func (s *session) runChecks(ctx context.Context, rt *runtime, msg *message) {
 	cfg := rt.cfg
 	f := &msg.facts
 	f.ClientIP, f.HELO, f.Sender = s.conn.ip.String(), s.conn.helo, msg.sender
 	var wg sync.WaitGroup
-	if v := s.f.deps.Callout; v != nil && cfg.Callout.Enabled && msg.sender != "" && rt.recipients == nil {
-		// The null-MX check (run at MAIL without recipient_domains) needs
-		// the domain's MX: ask beside the SPF record, so that a cold cache
+	if v := s.f.deps.Callout; v != nil && rt.recipients.allCallout && msg.sender != "" {
+		// Every recipient's policy runs the null-MX check, which needs the
+		// domain's MX: ask beside the SPF record, so that a cold cache
 		// waits for one round trip, not two; runCallout uses the answer.
 		wg.Add(1)
 		go func() {
@@ -213,12 +223,6 @@ func (s *session) runChecks(ctx context.Context, rt *runtime, msg *message) {
 			r := s.f.deps.SPF.CheckMailFrom(ctx, s.conn.ip, s.conn.helo, "")
 			f.SPFMail = &r
 		}
-		return
-	}
-	// With recipient_domains, the callout waits for a recipient whose
-	// policy wants it (recipients.go).
-	if rt.recipients == nil && rt.cfg.Callout.Enabled {
-		s.runCallout(ctx, msg, rt.global.probeOn)
 	}
 }
 
@@ -268,27 +272,6 @@ func (s *session) observe(check, result string, start time.Time) {
 	s.f.deps.Metrics.CheckDuration.WithLabelValues(check).Observe(since(start))
 }
 
-// apply answers the MTA at stage with the message's verdict.
-func (s *session) apply(stage string) *milter.Response {
-	msg := s.msg
-	v := msg.verdict
-	if v.Action == config.Accept || v.Action == "" {
-		return respContinue
-	}
-	if msg.rt.cfg.DryRun {
-		if !msg.logged {
-			msg.applied = stage
-			s.logDecision("dry-run")
-		}
-		return respContinue
-	}
-	if !msg.logged {
-		msg.applied = stage
-		s.logDecision(string(v.Action))
-	}
-	return replyResponse(v)
-}
-
 func (s *session) RcptTo(rcpt, esmtpArgs string, m milter.Modifier) (resp *milter.Response, err error) {
 	defer s.recoverTo(&resp, &err)
 	msg := s.msg
@@ -303,20 +286,7 @@ func (s *session) RcptTo(rcpt, esmtpArgs string, m milter.Modifier) (resp *milte
 			return s.join(modePlain, nil), nil
 		}
 	}
-	if msg.rt.recipients != nil {
-		return s.rcptVerdict(rcpt), nil
-	}
-	switch {
-	case msg.held != nil:
-		return s.join(modeHeld, nil), nil
-	case msg.verdict.Action == config.Accept || msg.verdict.Action == "":
-		return s.join(modePlain, nil), nil
-	case msg.rt.cfg.DryRun:
-		if r := s.join(modePlain, nil); r != respContinue {
-			return r, nil
-		}
-	}
-	return s.apply("rcpt"), nil
+	return s.rcptVerdict(rcpt), nil
 }
 
 func (s *session) Data(m milter.Modifier) (*milter.Response, error) { return respContinue, nil }
@@ -388,9 +358,10 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 	}
 	s.noteQueueID(m)
 	if msg.mode == modeHeld {
-		s.endHeld()
-		if msg.verdict.Action != config.Accept {
-			return s.apply("eom"), nil
+		if v := s.endHeld(); v.Action != config.Accept {
+			msg.verdict, msg.applied = v, "eom"
+			s.logDecision("")
+			return replyResponse(v), nil
 		}
 	}
 	if msg.rt.cfg.RemoveForgedAuthResults && m.Actions()&milter.OptChangeHeader != 0 {

@@ -225,9 +225,27 @@ func TestSessionRejectsAtRcptButNotPostmaster(t *testing.T) {
 	r.reply(a, err, 550, "5.7.23 SPF fail: sender bob@fail.test is not allowed to be sent from 192.0.2.10: see ")
 	r.want(s.Rcpt("Postmaster@example.test", ""))
 	r.want(s.Rcpt("abuse", ""))
-	if n := strings.Count(r.log.String(), "msg=decision"); n != 1 {
-		t.Errorf("%d decision lines, want 1", n)
+	if _, _, err := r.end(s); err != nil {
+		t.Fatal(err)
 	}
+	// Delivered to postmaster: the line says so, and names the refusal.
+	if n := strings.Count(r.log.String(), "msg=decision"); n != 1 || !lineWith(r.log.String(), "sender=bob@fail.test outcome=accept",
+		"verdict=reject decided_by=spf_mailfrom", "stage=rcpt", "rcpt_outcomes=example.test:reject") {
+		t.Errorf("%d decision lines, want 1 with the refusal at RCPT:\n%s", n, r.log.String())
+	}
+	// Refused for every recipient: the line's outcome is the refusal,
+	// however the transaction ends.
+	r.want(s.Mail("carol@fail.test", ""))
+	a, err = s.Rcpt("u@example.test", "")
+	r.reply(a, err, 550, "5.7.23 ")
+	a, err = s.Rcpt("v@other.test", "")
+	r.reply(a, err, 550, "5.7.23 ")
+	if err := s.Abort(nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool {
+		return lineWith(r.log.String(), "sender=carol@fail.test outcome=reject", `rcpt_outcomes="example.test:reject other.test:reject"`)
+	}, "no refused line for carol:\n%s", r.log)
 }
 
 func TestSessionRejectAtMail(t *testing.T) {
