@@ -16,8 +16,8 @@ import (
 )
 
 // replica is one verifier of a fleet sharing srv.
-func (e *env) replica(srv *testredis.Server, cfg callout.VerifierConfig, hooks callout.Hooks) *callout.Verifier {
-	return e.replicaOn(e.sharedStore(srv), cfg, hooks)
+func (e *env) replica(srv *testredis.Server, cfg callout.VerifierConfig, hooks callout.Hooks, gate ...callout.GateConfig) *callout.Verifier {
+	return e.replicaOn(e.sharedStore(srv), cfg, hooks, gate...)
 }
 
 // sharedStore is a replica's store: Redis srv in front of memory.
@@ -32,11 +32,11 @@ func (e *env) sharedStore(srv *testredis.Server) *cache.Shared {
 
 // replicaOn is a verifier on store, with the tests' defaults for what
 // cfg leaves zero.
-func (e *env) replicaOn(store cache.Store, cfg callout.VerifierConfig, hooks callout.Hooks) *callout.Verifier {
+func (e *env) replicaOn(store cache.Store, cfg callout.VerifierConfig, hooks callout.Hooks, gate ...callout.GateConfig) *callout.Verifier {
 	if cfg.ProbeTimeout == 0 {
 		cfg.ProbeTimeout = 5 * time.Second
 	}
-	for _, f := range []*time.Duration{&cfg.TTLExists, &cfg.TTLNotExists, &cfg.TTLUnknown, &cfg.BreakerTTL, &cfg.GreylistRetry} {
+	for _, f := range []*time.Duration{&cfg.TTLExists, &cfg.TTLNotExists, &cfg.TTLUnknown, &cfg.GreylistRetry} {
 		if *f == 0 {
 			*f = time.Hour
 		}
@@ -46,9 +46,7 @@ func (e *env) replicaOn(store cache.Store, cfg callout.VerifierConfig, hooks cal
 			*f = 50
 		}
 	}
-	v := callout.NewVerifier(e.prober(), store, cfg, hooks, nil)
-	e.t.Cleanup(v.Close)
-	return v
+	return e.wire(store, cfg, hooks, gate)
 }
 
 // TestFleetProbesEachAddressOnce: lookups of one address on three replicas
@@ -264,8 +262,8 @@ func TestFleetSharesThePerHostLimits(t *testing.T) {
 	skips := map[string]int{}
 	var mu sync.Mutex
 	hooks := callout.Hooks{Skip: func(r string) { mu.Lock(); skips[r]++; mu.Unlock() }}
-	cfg := callout.VerifierConfig{PerHostRatePerMinute: 3, PerHostConcurrency: 1}
-	a, b := e.replica(redis, cfg, hooks), e.replica(redis, cfg, hooks)
+	gate := callout.GateConfig{PerHostRatePerMinute: 3, PerHostConcurrency: 1}
+	a, b := e.replica(redis, callout.VerifierConfig{}, hooks, gate), e.replica(redis, callout.VerifierConfig{}, hooks, gate)
 	for i := range 6 {
 		v := a
 		if i%2 == 1 {
@@ -284,7 +282,8 @@ func TestFleetSharesThePerHostLimits(t *testing.T) {
 	e2 := newEnv(t, sharedMX(2, "127.0.0.96")...)
 	slow := e2.smtp("127.0.0.96", func(s *testsmtp.Server) { s.BannerDelay = 700 * time.Millisecond })
 	redis2 := testredis.Start(t) // the first part's results are cached in the first
-	c, d := e2.replica(redis2, callout.VerifierConfig{PerHostConcurrency: 1}, hooks), e2.replica(redis2, callout.VerifierConfig{PerHostConcurrency: 1}, hooks)
+	gate = callout.GateConfig{PerHostConcurrency: 1}
+	c, d := e2.replica(redis2, callout.VerifierConfig{}, hooks, gate), e2.replica(redis2, callout.VerifierConfig{}, hooks, gate)
 	done := make(chan struct{})
 	go func() { defer close(done); c.Verify(context.Background(), "u@d0.test") }()
 	for deadline := time.Now().Add(5 * time.Second); slow.Conns() == 0; time.Sleep(5 * time.Millisecond) {

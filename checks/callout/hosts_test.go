@@ -27,9 +27,9 @@ func TestVerifierPerHostRateAcrossDomains(t *testing.T) {
 	srv := e.smtp("127.0.0.71", nil)
 	skips := map[string]int{}
 	var mu sync.Mutex
-	v := e.verifier(callout.VerifierConfig{PerHostRatePerMinute: 3}, callout.Hooks{
+	v := e.verifier(callout.VerifierConfig{}, callout.Hooks{
 		Skip: func(r string) { mu.Lock(); skips[r]++; mu.Unlock() },
-	})
+	}, callout.GateConfig{PerHostRatePerMinute: 3})
 	for i := range 5 {
 		v.Verify(context.Background(), fmt.Sprintf("u@d%d.test", i))
 	}
@@ -72,9 +72,9 @@ func TestVerifierTarpitsKeepHalfTheSlots(t *testing.T) {
 	}
 	skips := map[string]int{}
 	var mu sync.Mutex
-	v := e.verifier(callout.VerifierConfig{GlobalConcurrency: 3, BannerPatience: 100 * time.Millisecond}, callout.Hooks{
+	v := e.verifier(callout.VerifierConfig{GlobalConcurrency: 3}, callout.Hooks{
 		Skip: func(r string) { mu.Lock(); skips[r]++; mu.Unlock() },
-	})
+	}, callout.GateConfig{BannerPatience: 100 * time.Millisecond})
 	var wg sync.WaitGroup
 	for i := range 3 {
 		wg.Add(1)

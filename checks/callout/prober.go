@@ -43,18 +43,9 @@ type Prober struct {
 	TLS     TLSMode
 	RootCAs *x509.CertPool
 	Trace   func(string)
-	// SkipHost, when set, leaves out mail hosts whose breaker is open.
-	SkipHost func(host string) bool
-	// Gate, when set, admits each connection to a mail host address; it
-	// names the limit that refused, or returns the admission to report to.
-	// abort ends the connection early (a host that keeps us waiting).
-	Gate func(ctx context.Context, ip netip.Addr, host string, abort func()) (Admission, string)
-}
-
-// Admission is one connection a Gate let through.
-type Admission interface {
-	Answered()      // the host sent its banner: it is not tarpitting
-	Done(r *Result) // the dialogue ended with r
+	// Gate, when set, admits each connection to a mail host and leaves
+	// out hosts whose breaker is open.
+	Gate *Gate
 }
 
 // maxAddressTries bounds the connections of one probe.
@@ -165,7 +156,7 @@ func (p *Prober) mailHosts(ctx context.Context, domain string) ([]mailHost, Clas
 		if mx.Host == "" {
 			continue
 		}
-		if p.SkipHost != nil && p.SkipHost(mx.Host) {
+		if p.Gate != nil && p.Gate.Broken(mx.Host) {
 			p.tracef("%s refused our probes recently; skipped", mx.Host)
 			broken++
 			continue
@@ -279,18 +270,18 @@ func (p *Prober) gatedDialogue(ctx context.Context, a Address, host string, ip n
 	}
 	dctx, abort := context.WithCancel(ctx)
 	defer abort()
-	adm, refused := p.Gate(ctx, ip, host, abort)
+	adm, refused := p.Gate.Admit(ctx, ip, host, abort)
 	if adm == nil {
 		p.tracef("%s (%s): not probed: %s limit reached", host, ip, refused)
 		return &Result{Class: Unknown, Host: host, Err: fmt.Errorf("not probed: %s limit reached", refused)}
 	}
 	r := p.dialogue(dctx, a, host, ip, adm, plain)
-	adm.Done(r)
+	adm.done(r)
 	return r
 }
 
 // dialogue runs one SMTP conversation with ip.
-func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.Addr, adm Admission, plain bool) *Result {
+func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.Addr, adm *admission, plain bool) *Result {
 	r := &Result{Class: Unknown, Host: host, TLS: TLSNone}
 	step := p.StepTimeout
 	if step <= 0 {
@@ -336,9 +327,7 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 	if err != nil {
 		return fail("banner", err)
 	}
-	if adm != nil {
-		adm.Answered()
-	}
+	adm.answer()
 	if rep.Code != 220 {
 		return refused("banner", rep)
 	}

@@ -19,21 +19,12 @@ import (
 type VerifierConfig struct {
 	TTLExists, TTLNotExists, TTLUnknown time.Duration
 	RefreshAfter                        time.Duration // a hit on an older positive entry refreshes it
-	BreakerTTL                          time.Duration // how long a host or domain that refused us is left alone
 	GreylistRetry                       time.Duration // delay of the one re-probe after a 4xx at RCPT
 	ProbeTimeout                        time.Duration // bound of one probe over all hosts
 	Async                               bool          // probes outlive the stage budget and fill the cache
 	GlobalConcurrency                   int
 	PerDomainConcurrency                int
 	PerDomainRatePerMinute              int
-	// Per mail host address, whatever the domains it serves: distinct
-	// sender domains on one MX must not multiply what reaches it.
-	PerHostConcurrency   int
-	PerHostRatePerMinute int
-	// BannerPatience is how long a connection may wait for a banner
-	// before it counts as a tarpit (0 means 5s); tarpits hold at most half
-	// the global slots, more are cut off.
-	BannerPatience time.Duration
 	// GlobalRatePerMinute bounds all probes (fleet-wide with a shared
 	// store); 0 means 1200.
 	GlobalRatePerMinute int
@@ -49,10 +40,10 @@ type fleet interface {
 	GetFresh(ctx context.Context, key string) (cache.Entry, time.Duration, bool, error)
 }
 
-// fleetMargin is added to ProbeTimeout for leases and fleet slots, so they
-// outlive the probe that holds them and free themselves if its replica
-// dies.
-const fleetMargin = 5 * time.Second
+// FleetMargin is added to the probe timeout for leases and fleet slots,
+// so they outlive the probe that holds them and free themselves if its
+// replica dies.
+const FleetMargin = 5 * time.Second
 
 // Hooks report events for metrics; a nil field reports nowhere.
 type Hooks struct {
@@ -102,13 +93,7 @@ type Verifier struct {
 
 	group  singleflight.Group
 	global chan struct{}
-	// tarpits holds the global slots probes may keep while a host has not
-	// sent its banner within BannerPatience: at most half, so tarpits
-	// cannot take the slots of hosts that answer.
-	tarpits chan struct{}
 	domains *keyedLimiter
-	hosts   *keyedLimiter // by mail host address
-	silent  silentHosts   // connections without a reply, by address
 	// globalRate is all probes' rate (one key); fleet, when the store is
 	// shared, carries leases and fleet-wide limits.
 	globalRate *keyedLimiter
@@ -123,37 +108,26 @@ type Verifier struct {
 	bgCancel context.CancelFunc
 }
 
-// NewVerifier wires p to store with cfg.
+// NewVerifier puts store and cfg's limits in front of p; p's Gate keeps
+// the per-host limits and breakers.
 func NewVerifier(p *Prober, store cache.Store, cfg VerifierConfig, hooks Hooks, log *slog.Logger) *Verifier {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	global := max(cfg.GlobalConcurrency, 1)
-	if cfg.PerHostConcurrency <= 0 {
-		cfg.PerHostConcurrency = 4
-	}
-	if cfg.PerHostRatePerMinute <= 0 {
-		cfg.PerHostRatePerMinute = 60
-	}
-	if cfg.BannerPatience <= 0 {
-		cfg.BannerPatience = 5 * time.Second
-	}
 	if cfg.GlobalRatePerMinute <= 0 {
 		cfg.GlobalRatePerMinute = 1200
 	}
 	hooks.fill()
 	v := &Verifier{prober: p, store: store, cfg: cfg, hooks: hooks, log: log, now: time.Now,
-		global: make(chan struct{}, global), tarpits: make(chan struct{}, max(global/2, 1)),
+		global: make(chan struct{}, global),
 		retries: map[string]bool{}, bgCtx: ctx, bgCancel: cancel}
 	now := func() time.Time { return v.now() }
 	v.domains = newKeyedLimiter(cfg.PerDomainConcurrency, cfg.PerDomainRatePerMinute, now)
-	v.hosts = newKeyedLimiter(cfg.PerHostConcurrency, cfg.PerHostRatePerMinute, now)
 	v.globalRate = newKeyedLimiter(1<<30, cfg.GlobalRatePerMinute, now)
 	v.fleet, _ = store.(fleet)
 	v.queue = newRetryQueue(ctx, v.launch)
-	p.SkipHost = v.hostBroken
-	p.Gate = v.admit
 	return v
 }
 
@@ -261,7 +235,7 @@ func (v *Verifier) probeAndStore(ctx context.Context, a Address, key string, ref
 
 func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refresh bool) *Result {
 	if v.fleet != nil {
-		release, ok, err := v.fleet.Lease(ctx, addressKey(key), v.cfg.ProbeTimeout+fleetMargin)
+		release, ok, err := v.fleet.Lease(ctx, addressKey(key), v.cfg.ProbeTimeout+FleetMargin)
 		if err == nil && !ok {
 			if refresh {
 				return &Result{Class: Unknown, Address: a.String(), Err: errors.New("another replica refreshes it")}
@@ -298,8 +272,8 @@ func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refr
 	sctx, scancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer scancel()
 	now := v.now().Unix()
-	if r.refused {
-		v.openBreaker(r.Host, a.Domain, "refused our probe: "+r.Reply.String())
+	if g := v.prober.Gate; r.refused && g != nil {
+		g.Break(r.Host, a.Domain, "refused our probe: "+r.Reply.String())
 	}
 	if r.Class == CatchAll {
 		v.set(sctx, domainKey(a.Domain), cache.Entry{Kind: string(CatchAll), Stored: now}, v.cfg.TTLExists)
@@ -410,7 +384,7 @@ func (v *Verifier) acquireFleet(ctx context.Context, domain string) (release fun
 	} else if refused != "" {
 		return nil, "global_" + refused, true
 	}
-	release, refused, err := v.fleet.Acquire(ctx, domainKey(domain), v.cfg.PerDomainConcurrency, v.cfg.PerDomainRatePerMinute, v.cfg.ProbeTimeout+fleetMargin)
+	release, refused, err := v.fleet.Acquire(ctx, domainKey(domain), v.cfg.PerDomainConcurrency, v.cfg.PerDomainRatePerMinute, v.cfg.ProbeTimeout+FleetMargin)
 	if err != nil {
 		return nil, "", false
 	}
@@ -423,7 +397,7 @@ func (v *Verifier) acquireFleet(ctx context.Context, domain string) (release fun
 // awaitFleet waits, within ctx and the probe timeout, for the result of
 // the probe another replica holds the lease for.
 func (v *Verifier) awaitFleet(ctx context.Context, a Address, key string) *Result {
-	ctx, cancel := context.WithTimeout(ctx, v.cfg.ProbeTimeout+fleetMargin)
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.ProbeTimeout+FleetMargin)
 	defer cancel()
 	t := time.NewTicker(25 * time.Millisecond)
 	defer t.Stop()
@@ -440,28 +414,6 @@ func (v *Verifier) awaitFleet(ctx context.Context, a Address, key string) *Resul
 		case <-t.C:
 		}
 	}
-}
-
-// openBreaker leaves a mail host (and the domain, when given) alone for
-// BreakerTTL.
-func (v *Verifier) openBreaker(host, domain, why string) {
-	v.hooks.Breaker()
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	e := cache.Entry{Kind: kindBreaker, Stored: v.now().Unix()}
-	v.set(ctx, hostKey(host), e, v.cfg.BreakerTTL)
-	if domain != "" {
-		v.set(ctx, domainKey(domain), e, v.cfg.BreakerTTL)
-	}
-	v.log.Warn("callout: not probing mail host for a while", "host", host, "domain", domain, "why", why, "for", v.cfg.BreakerTTL)
-}
-
-// hostBroken reports an open breaker for a mail host.
-func (v *Verifier) hostBroken(host string) bool {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	e, _, ok, err := v.store.Get(ctx, hostKey(host))
-	return err == nil && ok && e.Kind == kindBreaker
 }
 
 // NullMX reports whether domain publishes a null MX (RFC 7505).

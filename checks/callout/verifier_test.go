@@ -13,13 +13,13 @@ import (
 	"github.com/senderguard/senderguard/internal/testsmtp"
 )
 
-func (e *env) verifier(cfg callout.VerifierConfig, hooks callout.Hooks) *callout.Verifier {
+func (e *env) verifier(cfg callout.VerifierConfig, hooks callout.Hooks, gate ...callout.GateConfig) *callout.Verifier {
 	store, err := cache.NewMemory(1000, nil, cache.Hooks{})
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	def := callout.VerifierConfig{TTLExists: time.Hour, TTLNotExists: time.Hour, TTLUnknown: time.Minute,
-		BreakerTTL: time.Hour, GreylistRetry: time.Hour, ProbeTimeout: 5 * time.Second,
+		GreylistRetry: time.Hour, ProbeTimeout: 5 * time.Second,
 		GlobalConcurrency: 10, PerDomainConcurrency: 10, PerDomainRatePerMinute: 100}
 	if cfg.ProbeTimeout == 0 {
 		cfg.ProbeTimeout = def.ProbeTimeout
@@ -28,7 +28,7 @@ func (e *env) verifier(cfg callout.VerifierConfig, hooks callout.Hooks) *callout
 		dst *time.Duration
 		d   time.Duration
 	}{{&cfg.TTLExists, def.TTLExists}, {&cfg.TTLNotExists, def.TTLNotExists},
-		{&cfg.TTLUnknown, def.TTLUnknown}, {&cfg.BreakerTTL, def.BreakerTTL}, {&cfg.GreylistRetry, def.GreylistRetry}} {
+		{&cfg.TTLUnknown, def.TTLUnknown}, {&cfg.GreylistRetry, def.GreylistRetry}} {
 		if *f.dst == 0 {
 			*f.dst = f.d
 		}
@@ -41,7 +41,26 @@ func (e *env) verifier(cfg callout.VerifierConfig, hooks callout.Hooks) *callout
 			*f.dst = f.d
 		}
 	}
-	v := callout.NewVerifier(e.prober(), store, cfg, hooks, nil)
+	return e.wire(store, cfg, hooks, gate)
+}
+
+// wire builds a verifier on store as cmd/senderguard does: its prober's
+// gate on the same store (gate, when given, sets its limits).
+func (e *env) wire(store cache.Store, cfg callout.VerifierConfig, hooks callout.Hooks, gate []callout.GateConfig) *callout.Verifier {
+	var g callout.GateConfig
+	if len(gate) > 0 {
+		g = gate[0]
+	}
+	if g.BreakerTTL == 0 {
+		g.BreakerTTL = time.Hour
+	}
+	if g.Tarpits == 0 {
+		g.Tarpits = max(cfg.GlobalConcurrency/2, 1)
+	}
+	g.Hold = cfg.ProbeTimeout + callout.FleetMargin
+	p := e.prober()
+	p.Gate = callout.NewGate(store, g, hooks, nil)
+	v := callout.NewVerifier(p, store, cfg, hooks, nil)
 	e.t.Cleanup(v.Close)
 	return v
 }

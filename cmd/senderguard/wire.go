@@ -90,18 +90,10 @@ func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, log
 	if err != nil {
 		return nil, nil, err
 	}
-	p := newProber(cfg, q)
 	for _, rule := range callout.RuleNames() {
 		m.ProbeRules.WithLabelValues(rule)
 	}
-	v := callout.NewVerifier(p, store, callout.VerifierConfig{
-		TTLExists: co.TTLExists.D(), TTLNotExists: co.TTLNotExists.D(), TTLUnknown: co.TTLUnknown.D(),
-		RefreshAfter: co.RefreshAfter.D(), BreakerTTL: co.BreakerTTL.D(), GreylistRetry: co.GreylistRetry.D(),
-		ProbeTimeout: co.ProbeTimeout.D(), Async: co.Async, GlobalConcurrency: co.GlobalConcurrency,
-		PerDomainConcurrency: co.PerDomainConcurrency, PerDomainRatePerMinute: co.PerDomainRatePerMinute,
-		PerHostConcurrency: co.PerHostConcurrency, PerHostRatePerMinute: co.PerHostRatePerMinute,
-		BannerPatience: co.BannerPatience.D(), GlobalRatePerMinute: co.GlobalRatePerMinute,
-	}, callout.Hooks{
+	hooks := callout.Hooks{
 		Probe: func(c callout.Class, d time.Duration) {
 			m.Probes.WithLabelValues(string(c)).Inc()
 			m.ProbeDuration.Observe(d.Seconds())
@@ -117,7 +109,22 @@ func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, log
 			}
 			m.FleetWaits.WithLabelValues(result).Inc()
 		},
-	}, logger)
+	}
+	p := newProber(cfg, q)
+	// The prober's gate: per-host limits, the tarpit share (half the
+	// global slots) and the breakers, in the verifier's store.
+	p.Gate = callout.NewGate(store, callout.GateConfig{
+		PerHostConcurrency: co.PerHostConcurrency, PerHostRatePerMinute: co.PerHostRatePerMinute,
+		BannerPatience: co.BannerPatience.D(), Tarpits: max(co.GlobalConcurrency/2, 1),
+		BreakerTTL: co.BreakerTTL.D(), Hold: co.ProbeTimeout.D() + callout.FleetMargin,
+	}, hooks, logger)
+	v := callout.NewVerifier(p, store, callout.VerifierConfig{
+		TTLExists: co.TTLExists.D(), TTLNotExists: co.TTLNotExists.D(), TTLUnknown: co.TTLUnknown.D(),
+		RefreshAfter: co.RefreshAfter.D(), GreylistRetry: co.GreylistRetry.D(),
+		ProbeTimeout: co.ProbeTimeout.D(), Async: co.Async, GlobalConcurrency: co.GlobalConcurrency,
+		PerDomainConcurrency: co.PerDomainConcurrency, PerDomainRatePerMinute: co.PerDomainRatePerMinute,
+		GlobalRatePerMinute: co.GlobalRatePerMinute,
+	}, hooks, logger)
 	return v, func() { v.Close(); closeStore() }, nil
 }
 
