@@ -91,8 +91,8 @@ type Verifier struct {
 	log    *slog.Logger
 	now    func() time.Time
 
-	group  singleflight.Group
-	global chan struct{}
+	group   singleflight.Group
+	global  chan struct{}
 	domains *keyedLimiter
 	// globalRate is all probes' rate (one key); fleet, when the store is
 	// shared, carries leases and fleet-wide limits.
@@ -121,7 +121,7 @@ func NewVerifier(p *Prober, store cache.Store, cfg VerifierConfig, hooks Hooks, 
 	}
 	hooks.fill()
 	v := &Verifier{prober: p, store: store, cfg: cfg, hooks: hooks, log: log, now: time.Now,
-		global: make(chan struct{}, global),
+		global:  make(chan struct{}, global),
 		retries: map[string]bool{}, bgCtx: ctx, bgCancel: cancel}
 	now := func() time.Time { return v.now() }
 	v.domains = newKeyedLimiter(cfg.PerDomainConcurrency, cfg.PerDomainRatePerMinute, now)
