@@ -23,7 +23,7 @@ func TestProbeCommandAgainstRealPostfix(t *testing.T) {
 		{[]string{"bad\r\n@example.test"}, "unknown", "not a valid mailbox"},
 	}
 	for _, tc := range tests {
-		args := append([]string{"probe", "-dns", h.dns.Addr, "-port", strconv.Itoa(h.probePort), "-helo", "probe.example.test", "-v"}, tc.args...)
+		args := append([]string{"probe", "-dns", h.dns.Addr, "-callout-port", strconv.Itoa(h.probePort), "-callout-helo", "probe.example.test", "-v"}, tc.args...)
 		cmd := exec.Command(h.bin, args...)
 		var stderr strings.Builder
 		cmd.Stderr = &stderr

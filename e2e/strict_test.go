@@ -45,7 +45,7 @@ func TestProbeStrictRealPostfix(t *testing.T) {
 
 	probe := func(addr string, extra ...string) (class, evidence, trace string) {
 		t.Helper()
-		args := append([]string{"probe", "-dns", h.dns.Addr, "-port", strconv.Itoa(h.probePort), "-callout-allow-private", "-v"}, extra...)
+		args := append([]string{"probe", "-dns", h.dns.Addr, "-callout-port", strconv.Itoa(h.probePort), "-callout-allow-private", "-v"}, extra...)
 		cmd := exec.Command(h.bin, append(args, addr)...)
 		var stdout, stderr strings.Builder
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
@@ -66,7 +66,7 @@ func TestProbeStrictRealPostfix(t *testing.T) {
 	} {
 		var extra []string
 		if tc.helo != "" {
-			extra = []string{"-helo", tc.helo}
+			extra = []string{"-callout-helo", tc.helo}
 		}
 		class, evidence, trace := probe(tc.addr, extra...)
 		if class != tc.class || !strings.Contains(evidence, tc.evidence) || !strings.Contains(trace, "rule="+tc.rule+" class="+tc.class) {

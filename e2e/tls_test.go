@@ -54,8 +54,8 @@ func tlsPostfix(t testing.TB) {
 func TestProbeSTARTTLSAgainstRealPostfix(t *testing.T) {
 	tlsPostfix(t)
 	probe := func(mode, addr string) (string, string) {
-		cmd := exec.Command(h.bin, "probe", "-dns", h.dns.Addr, "-port", strconv.Itoa(h.probePort), "-callout-allow-private",
-			"-callout-tls", mode, "-helo", "probe.example.test", "-v", addr)
+		cmd := exec.Command(h.bin, "probe", "-dns", h.dns.Addr, "-callout-port", strconv.Itoa(h.probePort), "-callout-allow-private",
+			"-callout-tls", mode, "-callout-helo", "probe.example.test", "-v", addr)
 		var stdout, stderr strings.Builder
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
 		if err := cmd.Run(); err != nil {

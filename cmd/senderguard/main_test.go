@@ -35,6 +35,9 @@ func TestCommands(t *testing.T) {
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(good, []byte("dry_run: true\n"), 0o644)
 	os.WriteFile(bad, []byte("dry_run: true\nstage_budget: fast\n"), 0o644)
+	// spf and probe read the service's file and flags.
+	site := filepath.Join(dir, "site.yaml")
+	os.WriteFile(site, []byte("callout:\n  helo: vm\n  tls: verify\ndns:\n  servers: ["+freeAddr()+"]\n  timeout: 100ms\n  attempts: 1\n"), 0o644)
 	tests := []struct {
 		args     []string
 		code     int
@@ -49,6 +52,11 @@ func TestCommands(t *testing.T) {
 		{[]string{"-config", filepath.Join(dir, "missing.yaml")}, 1, "no such file"},
 		{[]string{"spf", "-ip", "not-an-ip"}, 2, "-ip must be an IP address"},
 		{[]string{"probe"}, 2, "usage: senderguard probe"},
+		{[]string{"probe", "-config", site, "u@example.test"}, 0, `warning: -callout-helo "vm" is not a fully qualified`},
+		{[]string{"probe", "-config", site, "-callout-helo", "probe.example", "u@example.test"}, 0, "unknown"},
+		{[]string{"probe", "-config", site, "-callout-tls", "sometimes", "u@example.test"}, 1, "callout.tls"},
+		{[]string{"spf", "-config", site, "-ip", "192.0.2.1", "-helo", "h.example", "-sender", "a@example.test"}, 0, "temperror"},
+		{[]string{"spf", "-config", bad, "-ip", "192.0.2.1"}, 1, "line 2: bad duration"},
 		{[]string{"serve", "-dry-run", "version"}, 2, "unexpected argument \"version\""},
 		{[]string{"frobnicate"}, 2, "unknown command"},
 	}

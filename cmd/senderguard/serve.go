@@ -129,7 +129,7 @@ func runServe(args []string) int {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg, version)
 
-	q, err := newQuerier(nil, cfg.DNS, metricHooks(m))
+	q, err := newQuerier(cfg.DNS, metricHooks(m))
 	if err != nil {
 		logger.Error("DNS resolver", "err", err)
 		return 1

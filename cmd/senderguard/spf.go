@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"github.com/senderguard/senderguard/config"
 	"net/netip"
 	"os"
 	"time"
@@ -12,39 +11,41 @@ import (
 	"github.com/senderguard/senderguard/checks/spf"
 )
 
+// runSPF: senderguard spf [-config FILE] [flags] -ip IP -helo NAME
+// [-sender ADDRESS] [-timeout D] [-v] evaluates as the service would,
+// with the same DNS settings (-dns ...) and receiver (-hostname).
 func runSPF(args []string) int {
-	fs := flag.NewFlagSet("spf", flag.ContinueOnError)
-	dnsServers := fs.String("dns", "", "DNS servers HOST:PORT[,HOST:PORT...] (default: /etc/resolv.conf)")
-	ipFlag := fs.String("ip", "", "client IP address")
-	helo := fs.String("helo", "", "HELO/EHLO name")
-	sender := fs.String("sender", "", "MAIL FROM address; empty checks postmaster@HELO")
-	receiver := fs.String("receiver", "", "our host name, for %{r} (default: this host's name)")
-	timeout := fs.Duration("timeout", 20*time.Second, "time limit for the whole evaluation")
-	verbose := fs.Bool("v", false, "print the evaluation trace on stderr")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	var ipFlag, helo, sender string
+	var timeout time.Duration
+	var verbose bool
+	cfg, _, _, rest, code := configFlagSet("spf", args, func(fs *flag.FlagSet) {
+		fs.StringVar(&ipFlag, "ip", "", "client IP address")
+		fs.StringVar(&helo, "helo", "", "the client's HELO/EHLO name")
+		fs.StringVar(&sender, "sender", "", "MAIL FROM address; empty checks postmaster@HELO")
+		fs.DurationVar(&timeout, "timeout", 20*time.Second, "time limit for the whole evaluation")
+		fs.BoolVar(&verbose, "v", false, "print the evaluation trace on stderr")
+	}, true)
+	if cfg == nil {
+		return code
 	}
-	ip, err := netip.ParseAddr(*ipFlag)
-	if err != nil || fs.NArg() > 0 {
+	ip, err := netip.ParseAddr(ipFlag)
+	if err != nil || len(rest) > 0 {
 		fmt.Fprintln(os.Stderr, "senderguard spf: -ip must be an IP address (and no extra arguments)")
 		return 2
 	}
-	q, err := newQuerier(config.SplitList(*dnsServers), config.Default().DNS, nil)
+	q, err := newQuerier(cfg.DNS, nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "senderguard spf:", err)
 		return 2
 	}
-	if *receiver == "" {
-		*receiver, _ = os.Hostname()
-	}
-	checker := &spf.Checker{Resolver: q, Receiver: *receiver}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout)
+	checker := &spf.Checker{Resolver: q, Receiver: cfg.Host()}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var opts []spf.Option
-	if *verbose {
+	if verbose {
 		opts = append(opts, spf.WithTrace(func(s string) { fmt.Fprintln(os.Stderr, "spf:", s) }))
 	}
-	res := checker.CheckMailFrom(ctx, ip, *helo, *sender, opts...)
+	res := checker.CheckMailFrom(ctx, ip, helo, sender, opts...)
 	fmt.Println(res.Status)
 	if res.Status == spf.Fail {
 		fmt.Println(res.Explanation)

@@ -20,10 +20,8 @@ import (
 
 // newQuerier builds the cached stub resolver over servers (or
 // /etc/resolv.conf).
-func newQuerier(servers []string, c config.DNS, m *dnsHooks) (*resolver.Cached, error) {
-	if len(servers) == 0 {
-		servers = c.Servers
-	}
+func newQuerier(c config.DNS, m *dnsHooks) (*resolver.Cached, error) {
+	servers := c.Servers
 	if len(servers) == 0 {
 		s, err := resolver.ServersFromResolvConf("/etc/resolv.conf")
 		if err != nil {
