@@ -9,9 +9,9 @@ import (
 	"sync"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/miekg/dns"
 
+	"github.com/senderguard/senderguard/cache"
 	"github.com/senderguard/senderguard/checks/resolver"
 )
 
@@ -33,9 +33,11 @@ type Checker struct {
 	Now func() time.Time
 
 	// parsed caches parsed records by their text: records are immutable
-	// once parsed, and parsing is most of an evaluation's cost.
+	// once parsed, and parsing is most of an evaluation's cost. The same
+	// bounded cache type as the DNS answers'; the text is the key, so an
+	// entry never goes stale and lives a day.
 	parsedOnce sync.Once
-	parsed     *lru.Cache[string, parsedRecord]
+	parsed     *cache.TTL[string, parsedRecord]
 }
 
 type parsedRecord struct {
@@ -45,13 +47,13 @@ type parsedRecord struct {
 
 // parse returns the parsed record for txt, from the cache when it can.
 func (c *Checker) parse(txt string) (*record, error) {
-	c.parsedOnce.Do(func() { c.parsed, _ = lru.New[string, parsedRecord](10000) })
-	if p, ok := c.parsed.Get(txt); ok {
+	c.parsedOnce.Do(func() { c.parsed, _ = cache.NewTTL[string, parsedRecord](10000, nil, cache.Hooks{}) })
+	if p, _, ok := c.parsed.Get(txt); ok {
 		return p.rec, p.err
 	}
 	rec, err := parseRecord(txt)
 	if len(txt) <= maxCachedRecord {
-		c.parsed.Add(txt, parsedRecord{rec, err})
+		c.parsed.Add(txt, parsedRecord{rec, err}, 24*time.Hour)
 	}
 	return rec, err
 }
