@@ -193,6 +193,46 @@ type CalloutActions struct {
 	InProgress Action `yaml:"in-progress"`
 }
 
+// For is the action for an SPF result (pass, fail, softfail, neutral,
+// none, temperror, permerror); any other name is permerror's.
+func (a *SPFActions) For(result string) *Action {
+	switch result {
+	case "pass":
+		return &a.Pass
+	case "fail":
+		return &a.Fail
+	case "softfail":
+		return &a.Softfail
+	case "neutral":
+		return &a.Neutral
+	case "none":
+		return &a.None
+	case "temperror":
+		return &a.TempError
+	}
+	return &a.PermError
+}
+
+// For is the action for a callout class (exists, not-exists, catch-all,
+// null-mx, no-mail-host, in-progress); any other name is unknown's.
+func (a *CalloutActions) For(class string) *Action {
+	switch class {
+	case "exists":
+		return &a.Exists
+	case "not-exists":
+		return &a.NotExists
+	case "catch-all":
+		return &a.CatchAll
+	case "null-mx":
+		return &a.NullMX
+	case "no-mail-host":
+		return &a.NoMailHost
+	case "in-progress":
+		return &a.InProgress
+	}
+	return &a.Unknown
+}
+
 type Actions struct {
 	SPFMailFrom SPFActions     `yaml:"spf_mailfrom"`
 	SPFHelo     SPFActions     `yaml:"spf_helo"`

@@ -229,39 +229,3 @@ func flagDefs() []flagDef {
 func spfField(c *Config, id, st string) *Action { return actionField(&c.Actions, "spf_"+id, st) }
 
 func calloutField(c *Config, cl string) *Action { return actionField(&c.Actions, "callout", cl) }
-
-func spfActionField(a *SPFActions, st string) *Action {
-	switch st {
-	case "pass":
-		return &a.Pass
-	case "fail":
-		return &a.Fail
-	case "softfail":
-		return &a.Softfail
-	case "neutral":
-		return &a.Neutral
-	case "none":
-		return &a.None
-	case "temperror":
-		return &a.TempError
-	}
-	return &a.PermError
-}
-
-func calloutActionField(a *CalloutActions, cl string) *Action {
-	switch cl {
-	case "exists":
-		return &a.Exists
-	case "not-exists":
-		return &a.NotExists
-	case "catch-all":
-		return &a.CatchAll
-	case "null-mx":
-		return &a.NullMX
-	case "no-mail-host":
-		return &a.NoMailHost
-	case "in-progress":
-		return &a.InProgress
-	}
-	return &a.Unknown
-}

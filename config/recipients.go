@@ -60,11 +60,11 @@ var (
 func actionField(a *Actions, id, result string) *Action {
 	switch id {
 	case "spf_mailfrom":
-		return spfActionField(&a.SPFMailFrom, result)
+		return a.SPFMailFrom.For(result)
 	case "spf_helo":
-		return spfActionField(&a.SPFHelo, result)
+		return a.SPFHelo.For(result)
 	}
-	return calloutActionField(&a.Callout, result)
+	return a.Callout.For(result)
 }
 
 func validActionKey(id, result string) bool {

@@ -66,33 +66,15 @@ func (p *Policy) Decide(f *Facts) Verdict {
 		}
 	}
 	if f.SPFMail != nil && f.SPFMail.Identity == spf.MailFrom {
-		consider(p.spfVerdict(spfAction(&p.actions.SPFMailFrom, f.SPFMail.Status), f.SPFMail, f))
+		consider(p.spfVerdict(*p.actions.SPFMailFrom.For(string(f.SPFMail.Status)), f.SPFMail, f))
 	}
 	if f.SPFHelo != nil {
-		consider(p.spfVerdict(spfAction(&p.actions.SPFHelo, f.SPFHelo.Status), f.SPFHelo, f))
+		consider(p.spfVerdict(*p.actions.SPFHelo.For(string(f.SPFHelo.Status)), f.SPFHelo, f))
 	}
 	if f.Callout != nil {
 		consider(p.calloutVerdict(f.Callout))
 	}
 	return best
-}
-
-func spfAction(a *config.SPFActions, s spf.Status) config.Action {
-	switch s {
-	case spf.Pass:
-		return a.Pass
-	case spf.Fail:
-		return a.Fail
-	case spf.Softfail:
-		return a.Softfail
-	case spf.Neutral:
-		return a.Neutral
-	case spf.None:
-		return a.None
-	case spf.TempError:
-		return a.TempError
-	}
-	return a.PermError
 }
 
 func (p *Policy) spfVerdict(a config.Action, r *spf.Result, f *Facts) Verdict {
@@ -118,7 +100,7 @@ func (p *Policy) spfVerdict(a config.Action, r *spf.Result, f *Facts) Verdict {
 }
 
 func (p *Policy) calloutVerdict(r *callout.Result) Verdict {
-	a := calloutAction(&p.actions.Callout, r.Class)
+	a := *p.actions.Callout.For(string(r.Class))
 	v := Verdict{Action: a.Verb, Code: a.Code, Status: a.Status, Text: a.Text, Check: "callout"}
 	if v.Action == config.Accept || v.Text != "" {
 		return v
@@ -144,24 +126,6 @@ func (p *Policy) calloutVerdict(r *callout.Result) Verdict {
 		v.Text = fmt.Sprintf("Sender address <%s> could not be verified (%s); try again later", replyText(r.Address), r.Class)
 	}
 	return v
-}
-
-func calloutAction(a *config.CalloutActions, c callout.Class) config.Action {
-	switch c {
-	case callout.Exists:
-		return a.Exists
-	case callout.NotExists:
-		return a.NotExists
-	case callout.CatchAll:
-		return a.CatchAll
-	case callout.NullMX:
-		return a.NullMX
-	case callout.NoMailHost:
-		return a.NoMailHost
-	case callout.InProgress:
-		return a.InProgress
-	}
-	return a.Unknown
 }
 
 // replyText makes remote-influenced text safe for an SMTP reply line:

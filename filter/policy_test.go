@@ -70,3 +70,23 @@ func TestPolicyDecide(t *testing.T) {
 		t.Errorf("custom text: %q", v.Reply())
 	}
 }
+
+// TestEveryResultHasItsOwnAction: config's one table from result names to
+// actions knows each name the checks give (a name it did not know would
+// fall to permerror's or unknown's action).
+func TestEveryResultHasItsOwnAction(t *testing.T) {
+	var a config.Actions
+	seen := map[*config.Action]string{}
+	distinct := func(name string, p *config.Action) {
+		if other, ok := seen[p]; ok {
+			t.Errorf("%s shares its action with %s", name, other)
+		}
+		seen[p] = name
+	}
+	for _, s := range []spf.Status{spf.Pass, spf.Fail, spf.Softfail, spf.Neutral, spf.None, spf.TempError, spf.PermError} {
+		distinct("spf "+string(s), a.SPFMailFrom.For(string(s)))
+	}
+	for _, c := range []callout.Class{callout.Exists, callout.NotExists, callout.CatchAll, callout.NullMX, callout.NoMailHost, callout.InProgress, callout.Unknown} {
+		distinct("callout "+string(c), a.Callout.For(string(c)))
+	}
+}
