@@ -1,15 +1,18 @@
 package filter
 
 import (
-	"context"
 	"slices"
 	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/d--j/go-milter"
 
 	"github.com/senderguard/senderguard/checks/callout"
 	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
+	"github.com/senderguard/senderguard/metrics"
 )
 
 // rcptPolicy is what one recipient domain asked for: the global settings
@@ -21,6 +24,19 @@ type rcptPolicy struct {
 	callout bool
 	probeOn map[spf.Status]bool
 	rescue  bool // spf_fail_rescue: dkim
+
+	// counters of recipient_verdicts_total by action, made on first use
+	// (a label look-up costs more than the rest of a warm RCPT).
+	counters sync.Map // action → prometheus.Counter
+}
+
+// count adds one recipient's verdict to recipient_verdicts_total.
+func (p *rcptPolicy) count(m *metrics.Metrics, action string) {
+	c, ok := p.counters.Load(action)
+	if !ok {
+		c, _ = p.counters.LoadOrStore(action, m.RecipientVerdicts.WithLabelValues(p.label, action))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
 // recipientTable finds a recipient domain's policy: the exact name first,
@@ -178,7 +194,7 @@ func (s *session) rcptVerdict(rcpt string) *milter.Response {
 	if len(msg.outcomes) < maxOutcomes {
 		msg.outcomes = append(msg.outcomes, domain+":"+action)
 	}
-	s.f.deps.Metrics.RecipientVerdicts.WithLabelValues(pol.label, action).Inc()
+	pol.count(s.f.deps.Metrics, action)
 	if v.Action == config.Accept || pol.dryRun {
 		return s.join(modePlain, nil)
 	}
@@ -192,9 +208,7 @@ func (s *session) rcptVerdict(rcpt string) *milter.Response {
 // budget) and decides.
 func (s *session) judge(pol *rcptPolicy) (Verdict, bool) {
 	if pol.callout {
-		ctx, cancel := context.WithTimeout(context.Background(), s.msg.rt.cfg.StageBudget.D())
-		s.runCallout(ctx, s.msg, pol.probeOn)
-		cancel()
+		s.runCallout(s.msg, pol.probeOn)
 	}
 	return s.decide(pol, s.msg)
 }

@@ -227,8 +227,8 @@ func (s *session) runChecks(ctx context.Context, rt *runtime, msg *message) {
 }
 
 // runCallout runs the null-MX check, then a probe when probeOn covers the
-// SPF result; each at most once per message.
-func (s *session) runCallout(ctx context.Context, msg *message, probeOn map[spf.Status]bool) {
+// SPF result; each at most once per message, within the stage budget.
+func (s *session) runCallout(msg *message, probeOn map[spf.Status]bool) {
 	v := s.f.deps.Callout
 	f := &msg.facts
 	if v == nil || msg.sender == "" || f.Callout != nil {
@@ -237,7 +237,13 @@ func (s *session) runCallout(ctx context.Context, msg *message, probeOn map[spf.
 	if f.SPFMail != nil && f.SPFMail.Status == spf.Fail {
 		return // already decided by SPF; never probe for a forged sender
 	}
+	probe := wantsProbe(probeOn, f.SPFMail) && !matchName(msg.rt.skipProbe, domainOf(msg.sender), true)
+	if msg.nullMX.asked && !msg.nullMX.null && !probe {
+		return // nothing to ask: no context, no timer
+	}
 	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), msg.rt.cfg.StageBudget.D())
+	defer cancel()
 	// RFC 7505: a null MX refuses mail, whatever SPF said. Asked once
 	// per message (beside SPF, or here).
 	if !msg.nullMX.asked {
@@ -249,7 +255,7 @@ func (s *session) runCallout(ctx context.Context, msg *message, probeOn map[spf.
 		s.observe("callout", string(callout.NullMX), start)
 		return
 	}
-	if !wantsProbe(probeOn, f.SPFMail) || matchName(msg.rt.skipProbe, domainOf(msg.sender), true) {
+	if !probe {
 		return
 	}
 	f.Callout = v.Verify(ctx, msg.sender)
