@@ -145,6 +145,8 @@ type conn struct {
 	hdr  [4]byte // length prefix being read
 	hdrN int
 	left int // bytes of the current packet still to come
+
+	out outPackets // what the library writes, sent a reply at a time
 }
 
 // errPacketTooLarge ends a connection whose MTA announces a packet larger
@@ -191,6 +193,85 @@ func (c *conn) follow(b []byte) error {
 		b = b[k:]
 	}
 	return nil
+}
+
+// Write sends the library's packets a reply at a time. go-milter writes
+// each packet in two calls (its header, then its data) and each
+// modification before the final answer as a packet of its own: with
+// TCP_NODELAY every call was a TCP segment the MTA had to read. Packets
+// are held until one that ends the reply (anything but a modification)
+// is complete, then sent in one write.
+func (c *conn) Write(p []byte) (int, error) {
+	if c.out.add(p) {
+		return len(p), nil
+	}
+	_, err := c.Conn.Write(c.out.buf)
+	c.out.reset()
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// outPackets follows the packets written to a connection; buf holds those
+// not sent yet.
+type outPackets struct {
+	buf  []byte
+	hdrN int // bytes of the current packet's 5-byte header seen
+	hdr  [5]byte
+	left int // data bytes of the current packet still to come
+}
+
+// maxHeld bounds what is held back (a reply that inserts many header
+// fields is sent in parts).
+const maxHeld = 64 << 10
+
+// add takes p and reports whether it may wait: the packets in buf so far
+// end with an incomplete packet or a modification.
+func (o *outPackets) add(p []byte) (hold bool) {
+	o.buf = append(o.buf, p...)
+	final := false
+	for len(p) > 0 {
+		if o.left == 0 && o.hdrN < len(o.hdr) {
+			k := copy(o.hdr[o.hdrN:], p)
+			o.hdrN += k
+			p = p[k:]
+			if o.hdrN < len(o.hdr) {
+				break
+			}
+			o.left = int(binary.BigEndian.Uint32(o.hdr[:4])) - 1
+			if o.left < 0 {
+				o.left = 0 // not a packet go-milter writes: send it as it is
+			}
+		} else {
+			k := min(len(p), o.left)
+			o.left -= k
+			p = p[k:]
+		}
+		if o.hdrN == len(o.hdr) && o.left == 0 {
+			final = !isModification(o.hdr[4])
+			o.hdrN = 0
+		}
+	}
+	return !final && len(o.buf) < maxHeld
+}
+
+func (o *outPackets) reset() {
+	if cap(o.buf) > maxHeld {
+		o.buf = nil
+		return
+	}
+	o.buf = o.buf[:0]
+}
+
+// isModification reports the milter reply codes that precede the final
+// answer at end of message (SMFIR_ADDRCPT ... SMFIR_ADDRCPT_PAR).
+func isModification(code byte) bool {
+	switch code {
+	case '+', '-', '2', 'b', 'e', 'h', 'i', 'm', 'q':
+		return true
+	}
+	return false
 }
 
 func (c *conn) Close() error {
