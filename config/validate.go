@@ -93,32 +93,60 @@ func (c *Config) Validate() error {
 	default:
 		return fieldErr("log.level", "must be debug, info, warn or error, not %q", c.Log.Level)
 	}
-	for _, s := range c.DNS.Servers {
-		if !strings.Contains(s, ":") {
-			return fieldErr("dns.servers", "%q: want HOST:PORT", s)
-		}
-	}
-	if c.DNS.Timeout <= 0 || c.DNS.Attempts < 1 || c.DNS.CacheSize < 1 {
-		return fieldErr("dns", "timeout, attempts and cache_size must be positive")
-	}
-	if c.DNS.CacheMaxBytes < 1<<20 {
-		return fieldErr("dns.cache_max_bytes", "must be at least 1048576 (1 MiB): one answer can be 64 KiB")
-	}
-	if c.DNS.MaxTTL > 0 && c.DNS.MinTTL > c.DNS.MaxTTL {
-		return fieldErr("dns.min_ttl", "is above max_ttl")
-	}
-	if err := validProbeOn(c.Callout.ProbeOn); err != nil {
-		return fieldErr("callout.probe_on", "%v", err)
-	}
-	for _, d := range c.Callout.SkipDomains {
-		if _, err := CanonicalDomain(d); err != nil {
-			return fieldErr("callout.skip_domains", "%q: %v", d, err)
-		}
+	if err := c.DNS.validate(); err != nil {
+		return err
 	}
 	if err := c.validateRecipients(); err != nil {
 		return err
 	}
-	co := c.Callout
+	if err := c.Callout.validate(); err != nil {
+		return err
+	}
+	if err := c.Redis.validate(); err != nil {
+		return err
+	}
+	if c.AdminListen != "" {
+		host, _, err := net.SplitHostPort(c.AdminListen)
+		ip, perr := netip.ParseAddr(host)
+		if err != nil || (host != "localhost" && (perr != nil || !ip.IsLoopback())) {
+			return fieldErr("admin_listen", "%q: want a loopback HOST:PORT (it can remove cache entries), or empty", c.AdminListen)
+		}
+	}
+	for _, r := range c.AlwaysAcceptRecipients {
+		if strings.ContainsAny(r, " \t\r\n") || r == "" {
+			return fieldErr("always_accept_recipients", "%q is not a local part or address", r)
+		}
+	}
+	return nil
+}
+
+func (d DNS) validate() error {
+	for _, s := range d.Servers {
+		if !strings.Contains(s, ":") {
+			return fieldErr("dns.servers", "%q: want HOST:PORT", s)
+		}
+	}
+	if d.Timeout <= 0 || d.Attempts < 1 || d.CacheSize < 1 {
+		return fieldErr("dns", "timeout, attempts and cache_size must be positive")
+	}
+	if d.CacheMaxBytes < 1<<20 {
+		return fieldErr("dns.cache_max_bytes", "must be at least 1048576 (1 MiB): one answer can be 64 KiB")
+	}
+	if d.MaxTTL > 0 && d.MinTTL > d.MaxTTL {
+		return fieldErr("dns.min_ttl", "is above max_ttl")
+	}
+	return nil
+}
+
+func (co Callout) validate() error {
+	if err := validProbeOn(co.ProbeOn); err != nil {
+		return fieldErr("callout.probe_on", "%v", err)
+	}
+	for _, d := range co.SkipDomains {
+		if _, err := CanonicalDomain(d); err != nil {
+			return fieldErr("callout.skip_domains", "%q: %v", d, err)
+		}
+	}
 	if co.Port < 1 || co.Port > 65535 {
 		return fieldErr("callout.port", "must be 1-65535")
 	}
@@ -139,21 +167,6 @@ func (c *Config) Validate() error {
 	}
 	if co.GlobalRatePerMinute < 1 {
 		return fieldErr("callout.global_rate_per_minute", "must be positive")
-	}
-	if err := c.Redis.validate(); err != nil {
-		return err
-	}
-	if c.AdminListen != "" {
-		host, _, err := net.SplitHostPort(c.AdminListen)
-		ip, perr := netip.ParseAddr(host)
-		if err != nil || (host != "localhost" && (perr != nil || !ip.IsLoopback())) {
-			return fieldErr("admin_listen", "%q: want a loopback HOST:PORT (it can remove cache entries), or empty", c.AdminListen)
-		}
-	}
-	for _, r := range c.AlwaysAcceptRecipients {
-		if strings.ContainsAny(r, " \t\r\n") || r == "" {
-			return fieldErr("always_accept_recipients", "%q is not a local part or address", r)
-		}
 	}
 	return nil
 }

@@ -46,6 +46,30 @@ func (s *session) logDecision(end string) {
 	if msg.skip != "" {
 		attrs = append(attrs, slog.String("skipped", msg.skip))
 	}
+	attrs = msg.checkAttrs(attrs)
+	v, stage, _ := msg.shown()
+	if v.Action != "" {
+		attrs = append(attrs, slog.String("verdict", string(v.Action)))
+	}
+	if v.Check != "" && v.Reply() != "" {
+		attrs = append(attrs, slog.String("decided_by", v.Check), slog.String("reply", v.Reply()), slog.String("stage", stage))
+	}
+	if len(msg.rcptDomains) > 0 {
+		attrs = append(attrs, slog.String("rcpt_domains", strings.Join(msg.rcptDomains, " ")))
+	}
+	if len(msg.outcomes) > 0 {
+		attrs = append(attrs, slog.String("rcpt_outcomes", strings.Join(msg.outcomes, " ")))
+	}
+	if msg.rt.cfg.DryRun {
+		attrs = append(attrs, slog.Bool("dry_run", true))
+	}
+	attrs = append(attrs, slog.Duration("duration", time.Since(msg.start)))
+	s.f.deps.Log.LogAttrs(context.Background(), slog.LevelInfo, "decision", attrs...)
+}
+
+// checkAttrs appends what the checks found (SPF of both identities, the
+// callout, a trusted forwarder, the DKIM rescue of a held SPF fail).
+func (msg *message) checkAttrs(attrs []slog.Attr) []slog.Attr {
 	f := &msg.facts
 	if r := f.SPFMail; r != nil {
 		attrs = append(attrs, slog.String("spf_mailfrom", string(r.Status)), slog.String("spf_mailfrom_mechanism", r.Mechanism))
@@ -80,24 +104,7 @@ func (s *session) logDecision(end string) {
 	} else if msg.mode == modeHeld {
 		attrs = append(attrs, slog.String("spf_fail_rescue", "held"))
 	}
-	v, stage, _ := msg.shown()
-	if v.Action != "" {
-		attrs = append(attrs, slog.String("verdict", string(v.Action)))
-	}
-	if v.Check != "" && v.Reply() != "" {
-		attrs = append(attrs, slog.String("decided_by", v.Check), slog.String("reply", v.Reply()), slog.String("stage", stage))
-	}
-	if len(msg.rcptDomains) > 0 {
-		attrs = append(attrs, slog.String("rcpt_domains", strings.Join(msg.rcptDomains, " ")))
-	}
-	if len(msg.outcomes) > 0 {
-		attrs = append(attrs, slog.String("rcpt_outcomes", strings.Join(msg.outcomes, " ")))
-	}
-	if msg.rt.cfg.DryRun {
-		attrs = append(attrs, slog.Bool("dry_run", true))
-	}
-	attrs = append(attrs, slog.Duration("duration", time.Since(msg.start)))
-	s.f.deps.Log.LogAttrs(context.Background(), slog.LevelInfo, "decision", attrs...)
+	return attrs
 }
 
 // outcome is what the decision line calls the message's end: our refusal

@@ -280,9 +280,30 @@ func (p *Prober) gatedDialogue(ctx context.Context, a Address, host string, ip n
 	return r
 }
 
-// dialogue runs one SMTP conversation with ip.
+// dialogue runs one SMTP conversation with ip: connect, greet, then ask
+// for the address; each step its own function below.
 func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.Addr, adm *admission, plain bool) *Result {
 	r := &Result{Class: Unknown, Host: host, TLS: TLSNone}
+	step := p.stepTimeout(ctx)
+	conn, target, err := p.connect(ctx, ip, step)
+	if err != nil {
+		r.Step, r.Err = "connect", err
+		return r
+	}
+	d := &dialog{p: p, c: newSMTPConn(conn, step, p.Trace), conn: conn, r: r, target: target, step: step}
+	defer func() { d.c.close() }() // the TLS connection, once there is one
+	// Close the connection when the whole probe's budget ends.
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
+	defer stop()
+	if failed := d.greet(ctx, host, adm, plain, a.UTF8Local); failed != nil {
+		return failed
+	}
+	return d.ask(a)
+}
+
+// stepTimeout bounds each read and write: StepTimeout (10 s), and never
+// past ctx's deadline.
+func (p *Prober) stepTimeout(ctx context.Context) time.Duration {
 	step := p.StepTimeout
 	if step <= 0 {
 		step = 10 * time.Second
@@ -290,6 +311,11 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < step {
 		step = max(time.Until(dl), time.Millisecond)
 	}
+	return step
+}
+
+// connect opens the TCP connection to ip's SMTP port within one step.
+func (p *Prober) connect(ctx context.Context, ip netip.Addr, step time.Duration) (net.Conn, string, error) {
 	d := p.Dialer
 	if d == nil {
 		d = &net.Dialer{}
@@ -300,93 +326,113 @@ func (p *Prober) dialogue(ctx context.Context, a Address, host string, ip netip.
 	}
 	target := net.JoinHostPort(ip.String(), strconv.Itoa(port))
 	dctx, cancel := context.WithTimeout(ctx, step)
+	defer cancel()
 	conn, err := d.DialContext(dctx, "tcp", target)
-	cancel()
 	if err != nil {
-		r.Step, r.Err = "connect", fmt.Errorf("%s: %w", target, err)
-		return r
+		return nil, target, fmt.Errorf("%s: %w", target, err)
 	}
-	conn = quickack.Wrap(conn)
-	c := newSMTPConn(conn, step, p.Trace)
-	defer c.close()
-	// Close the connection when the whole probe's budget ends.
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Now()) })
-	defer stop()
+	return quickack.Wrap(conn), target, nil
+}
 
-	fail := func(stepName string, err error) *Result {
-		r.Step, r.Err = stepName, fmt.Errorf("%s: %w", target, err)
-		return r
-	}
-	// RFC 5321 §4.1.1.10: say QUIT after any refusal, not only at the
-	// end of a full dialogue (servers log "lost connection" otherwise).
-	refused := func(stepName string, rep *Reply) *Result {
-		c.quit(step)
-		return refusedBeforeRcpt(r, stepName, rep)
-	}
-	rep, _, err := c.reply()
+// dialog is one conversation's state.
+type dialog struct {
+	p      *Prober
+	c      *smtpConn
+	conn   net.Conn // the TCP connection under any TLS
+	r      *Result
+	target string
+	step   time.Duration
+}
+
+// fail ends the dialogue on a connection error at stepName.
+func (d *dialog) fail(stepName string, err error) *Result {
+	d.r.Step, d.r.Err = stepName, fmt.Errorf("%s: %w", d.target, err)
+	return d.r
+}
+
+// refused ends the dialogue on a refusal before RCPT, with QUIT: RFC 5321
+// §4.1.1.10 asks for it after any refusal, not only at the end of a full
+// dialogue (servers log "lost connection" otherwise).
+func (d *dialog) refused(stepName string, rep *Reply) *Result {
+	d.c.quit(d.step)
+	return refusedBeforeRcpt(d.r, stepName, rep)
+}
+
+// greet reads the banner, says EHLO (STARTTLS and EHLO again when offered
+// and allowed; HELO when EHLO is refused) and checks that a UTF-8 local
+// part can be sent. It returns the result when the dialogue ends here.
+func (d *dialog) greet(ctx context.Context, host string, adm *admission, plain, utf8Local bool) *Result {
+	rep, _, err := d.c.reply()
 	if err != nil {
-		return fail("banner", err)
+		return d.fail("banner", err)
 	}
 	adm.answer()
 	if rep.Code != 220 {
-		return refused("banner", rep)
+		return d.refused("banner", rep)
 	}
-	helo := p.heloName(conn)
-	rep, lines, err := c.cmd("EHLO " + helo)
+	helo := d.p.heloName(d.conn)
+	rep, lines, err := d.c.cmd("EHLO " + helo)
 	if err != nil {
-		return fail("ehlo", err)
+		return d.fail("ehlo", err)
 	}
-	if rep.Code == 250 && hasExtension(lines, "STARTTLS") && p.TLS != TLSOff && !plain {
-		tc, failed := p.startTLS(ctx, c, conn, host, step, r)
+	if rep.Code == 250 && hasExtension(lines, "STARTTLS") && d.p.TLS != TLSOff && !plain {
+		tc, failed := d.p.startTLS(ctx, d.c, d.conn, host, d.step, d.r)
 		if failed != nil {
 			if failed.Reply != nil { // refused, still in plaintext
-				c.quit(step)
+				d.c.quit(d.step)
 			}
 			return failed
 		}
-		c = tc
-		defer c.close()
-		if rep, lines, err = c.cmd("EHLO " + helo); err != nil {
-			return fail("ehlo", err)
+		d.c = tc
+		if rep, lines, err = d.c.cmd("EHLO " + helo); err != nil {
+			return d.fail("ehlo", err)
 		}
 	}
 	utf8OK := false
 	if rep.Code == 250 {
 		utf8OK = hasExtension(lines, "SMTPUTF8")
 	} else {
-		if rep, _, err = c.cmd("HELO " + helo); err != nil {
-			return fail("helo", err)
+		if rep, _, err = d.c.cmd("HELO " + helo); err != nil {
+			return d.fail("helo", err)
 		}
 		if rep.Code != 250 {
-			return refused("helo", rep)
+			return d.refused("helo", rep)
 		}
 	}
-	if a.UTF8Local && !utf8OK {
-		c.quit(step)
-		r.Step, r.Err = "ehlo", fmt.Errorf("%s: UTF-8 local part but no SMTPUTF8 announced", target)
-		return r
+	if utf8Local && !utf8OK {
+		d.c.quit(d.step)
+		d.r.Step, d.r.Err = "ehlo", fmt.Errorf("%s: UTF-8 local part but no SMTPUTF8 announced", d.target)
+		return d.r
 	}
-	mail := "MAIL FROM:<" + p.MailFrom + ">"
+	return nil
+}
+
+// ask sends MAIL FROM and RCPT TO for a (and a random local part when
+// CatchAllTest is on), classifies the RCPT reply and says QUIT.
+func (d *dialog) ask(a Address) *Result {
+	mail := "MAIL FROM:<" + d.p.MailFrom + ">"
 	if a.UTF8Local {
 		mail += " SMTPUTF8"
 	}
-	if rep, _, err = c.cmd(mail); err != nil {
-		return fail("mail", err)
+	rep, _, err := d.c.cmd(mail)
+	if err != nil {
+		return d.fail("mail", err)
 	}
 	if rep.Code != 250 {
-		return refused("mail", rep)
+		return d.refused("mail", rep)
 	}
-	if rep, _, err = c.cmd("RCPT TO:<" + a.String() + ">"); err != nil {
-		return fail("rcpt", err)
+	if rep, _, err = d.c.cmd("RCPT TO:<" + a.String() + ">"); err != nil {
+		return d.fail("rcpt", err)
 	}
+	r := d.r
 	r.Step, r.Reply = "rcpt", rep
 	r.Class, r.Rule, r.refused = ClassifyRcpt(rep)
-	if r.Class == Exists && rep.Code < 300 && p.CatchAllTest {
-		if rr, _, err := c.cmd("RCPT TO:<" + randomLocal() + "@" + a.Domain + ">"); err == nil && rr.Code >= 200 && rr.Code < 300 {
+	if r.Class == Exists && rep.Code < 300 && d.p.CatchAllTest {
+		if rr, _, err := d.c.cmd("RCPT TO:<" + randomLocal() + "@" + a.Domain + ">"); err == nil && rr.Code >= 200 && rr.Code < 300 {
 			r.Class = CatchAll
 		}
 	}
-	c.quit(step)
+	d.c.quit(d.step)
 	return r
 }
 
