@@ -192,8 +192,9 @@ func (r *Replayer) Replay(d *Decision) (*Replayed, error) {
 	}
 	if d.RcptOutcomes != "" {
 		// Per-recipient verdicts: the message's outcome is the worst of
-		// them (a message whose every recipient was refused logs
-		// "aborted").
+		// them (a line also says "accept" when postmaster got the message
+		// that others were refused; older versions logged "aborted" for
+		// one refused to every recipient).
 		if old, err = worstOutcome(d.RcptOutcomes, d.SPFFailRescue); err != nil {
 			return nil, err
 		}
