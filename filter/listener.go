@@ -229,6 +229,9 @@ const maxHeld = 64 << 10
 // add takes p and reports whether it may wait: the packets in buf so far
 // end with an incomplete packet or a modification.
 func (o *outPackets) add(p []byte) (hold bool) {
+	if o.buf == nil {
+		o.buf = make([]byte, 0, 512) // a reply with header insertions fits
+	}
 	o.buf = append(o.buf, p...)
 	final := false
 	for len(p) > 0 {
