@@ -376,7 +376,7 @@ func (d *dialog) greet(ctx context.Context, host string, adm *admission, plain, 
 		return d.fail("ehlo", err)
 	}
 	if rep.Code == 250 && hasExtension(lines, "STARTTLS") && d.p.TLS != TLSOff && !plain {
-		tc, failed := d.p.startTLS(ctx, d.c, d.conn, host, d.step, d.r)
+		tc, failed := d.startTLS(ctx, host)
 		if failed != nil {
 			if failed.Reply != nil { // refused, still in plaintext
 				d.c.quit(d.step)
@@ -465,8 +465,9 @@ func hasExtension(lines []string, kw string) bool {
 
 // startTLS upgrades the dialogue (RFC 3207). A refused or failed upgrade
 // returns the result to end this dialogue with, marked TLSFailed.
-func (p *Prober) startTLS(ctx context.Context, c *smtpConn, conn net.Conn, host string, step time.Duration, r *Result) (*smtpConn, *Result) {
-	rep, _, err := c.cmd("STARTTLS")
+func (d *dialog) startTLS(ctx context.Context, host string) (*smtpConn, *Result) {
+	r := d.r
+	rep, _, err := d.c.cmd("STARTTLS")
 	r.Step = "starttls"
 	if err != nil {
 		r.Err = fmt.Errorf("STARTTLS: %w", err)
@@ -476,17 +477,17 @@ func (p *Prober) startTLS(ctx context.Context, c *smtpConn, conn net.Conn, host 
 		r.Reply, r.TLS = rep, TLSFailed
 		return nil, r
 	}
-	cfg := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12, InsecureSkipVerify: p.TLS != TLSVerify, RootCAs: p.RootCAs}
-	tc := tls.Client(conn, cfg)
-	hctx, cancel := context.WithTimeout(ctx, step)
+	cfg := &tls.Config{ServerName: host, MinVersion: tls.VersionTLS12, InsecureSkipVerify: d.p.TLS != TLSVerify, RootCAs: d.p.RootCAs}
+	tc := tls.Client(d.conn, cfg)
+	hctx, cancel := context.WithTimeout(ctx, d.step)
 	defer cancel()
 	if err := tc.HandshakeContext(hctx); err != nil {
 		r.Err, r.TLS = fmt.Errorf("TLS handshake: %w", err), TLSFailed
 		return nil, r
 	}
 	r.Step, r.TLS, r.TLSVersion = "", TLSUpgraded, tls.VersionName(tc.ConnectionState().Version)
-	p.tracef("TLS: upgraded to %s (%s)", r.TLSVersion, tls.CipherSuiteName(tc.ConnectionState().CipherSuite))
-	return newSMTPConn(tc, step, p.Trace), nil
+	d.p.tracef("TLS: upgraded to %s (%s)", r.TLSVersion, tls.CipherSuiteName(tc.ConnectionState().CipherSuite))
+	return newSMTPConn(tc, d.step, d.p.Trace), nil
 }
 
 // randomLocal is a local part no real mailbox has: 96 random bits.
