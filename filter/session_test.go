@@ -17,6 +17,7 @@ import (
 	"github.com/d--j/go-milter"
 
 	"github.com/senderguard/senderguard/cache"
+	"github.com/senderguard/senderguard/checks/callout"
 	"github.com/senderguard/senderguard/checks/resolver"
 	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
@@ -428,6 +429,63 @@ func BenchmarkMilterSession(b *testing.B) {
 }
 
 func cacheHooks() cache.Hooks { return cache.Hooks{} }
+
+// BenchmarkColdMilterSession is the same conversation from a sender
+// whose domain was never seen: SPF (TXT, then the a and mx terms) and the
+// null-MX check each ask a loopback DNS server (no added latency), as a
+// cold cache does for every new sender domain.
+func BenchmarkColdMilterSession(b *testing.B) {
+	srv := testdns.Start(b, append(zone,
+		`*.cold.test. 300 IN TXT "v=spf1 a mx ip4:192.0.2.0/24 -all"`,
+		`*.cold.test. 300 IN A 198.51.100.7`,
+		`*.cold.test. 300 IN MX 10 mx.hosted.test.`,
+		`mx.hosted.test. 300 IN A 198.51.100.25`)...)
+	q, err := resolver.NewCached(&resolver.Stub{Servers: []string{srv.Addr}, Timeout: time.Second}, resolver.CacheConfig{}, nil, cacheHooks())
+	if err != nil {
+		b.Fatal(err)
+	}
+	store, err := cache.NewMemory(1000, nil, cache.Hooks{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	v := callout.NewVerifier(&callout.Prober{Resolver: q}, store, callout.VerifierConfig{GlobalConcurrency: 1, PerDomainConcurrency: 1, PerDomainRatePerMinute: 1}, callout.Hooks{}, nil)
+	defer v.Close()
+	cfg := config.Default()
+	cfg.Hostname = "mx.test"
+	f := filter.New(cfg, filter.Deps{SPF: &spf.Checker{Resolver: q, Receiver: "mx.test"}, Callout: v})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := filter.NewServer(f, filter.ServerOptions{})
+	go s.Serve(ln)
+	defer s.Shutdown(context.Background())
+	client := newClient("tcp", ln.Addr().String())
+	n := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		n++
+		cs, err := client.Session(nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		cs.Conn("client.test", milter.FamilyInet, 1, "192.0.2.10")
+		cs.Helo("client.test")
+		cs.Mail(fmt.Sprintf("a@d%d.cold.test", n), "")
+		cs.Rcpt("u@example.test", "")
+		cs.DataStart()
+		cs.HeaderField("Subject", "x", nil)
+		cs.HeaderEnd()
+		mods, act, err := cs.BodyReadFrom(strings.NewReader("body\r\n"))
+		if err != nil || act.Type != milter.ActionContinue && act.Type != milter.ActionAccept || len(mods) != 2 {
+			b.Fatalf("end: %v %+v %d", err, act, len(mods))
+		}
+		cs.Close()
+	}
+	if got := srv.TotalQueries(); got < 3*n {
+		b.Fatalf("%d DNS queries for %d cold sessions: the cache was not cold", got, n)
+	}
+}
 
 func waitFor(t *testing.T, cond func() bool, format string, args ...any) {
 	t.Helper()
