@@ -410,14 +410,7 @@ func BenchmarkMilterSession(b *testing.B) {
 	cfg := config.Default()
 	cfg.Hostname, cfg.Callout.Enabled = "mx.test", false
 	f := filter.New(cfg, filter.Deps{SPF: &spf.Checker{Resolver: q, Receiver: "mx.test"}})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := filter.NewServer(f, filter.ServerOptions{})
-	go s.Serve(ln)
-	defer s.Shutdown(context.Background())
-	client := newClient("tcp", ln.Addr().String())
+	client := benchServer(b, f)
 	if mods := conversation(b, client); len(mods) != 2 {
 		b.Fatalf("%d modifications, want 2", len(mods))
 	}
@@ -429,6 +422,19 @@ func BenchmarkMilterSession(b *testing.B) {
 }
 
 func cacheHooks() cache.Hooks { return cache.Hooks{} }
+
+// benchServer serves f on loopback TCP until the benchmark ends and
+// returns a client of it.
+func benchServer(b *testing.B, f *filter.Filter) *milter.Client {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := filter.NewServer(f, filter.ServerOptions{})
+	go s.Serve(ln)
+	b.Cleanup(func() { s.Shutdown(context.Background()) })
+	return newClient("tcp", ln.Addr().String())
+}
 
 // BenchmarkColdMilterSession is the same conversation from a sender
 // whose domain was never seen: SPF (TXT, then the a and mx terms) and the
@@ -453,34 +459,14 @@ func BenchmarkColdMilterSession(b *testing.B) {
 	cfg := config.Default()
 	cfg.Hostname = "mx.test"
 	f := filter.New(cfg, filter.Deps{SPF: &spf.Checker{Resolver: q, Receiver: "mx.test"}, Callout: v})
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := filter.NewServer(f, filter.ServerOptions{})
-	go s.Serve(ln)
-	defer s.Shutdown(context.Background())
-	client := newClient("tcp", ln.Addr().String())
+	client := benchServer(b, f)
 	n := 0
 	b.ReportAllocs()
 	for b.Loop() {
 		n++
-		cs, err := client.Session(nil)
-		if err != nil {
-			b.Fatal(err)
+		if mods := conversationFrom(b, client, fmt.Sprintf("a@d%d.cold.test", n)); len(mods) != 2 {
+			b.Fatalf("%d modifications, want 2", len(mods))
 		}
-		cs.Conn("client.test", milter.FamilyInet, 1, "192.0.2.10")
-		cs.Helo("client.test")
-		cs.Mail(fmt.Sprintf("a@d%d.cold.test", n), "")
-		cs.Rcpt("u@example.test", "")
-		cs.DataStart()
-		cs.HeaderField("Subject", "x", nil)
-		cs.HeaderEnd()
-		mods, act, err := cs.BodyReadFrom(strings.NewReader("body\r\n"))
-		if err != nil || act.Type != milter.ActionContinue && act.Type != milter.ActionAccept || len(mods) != 2 {
-			b.Fatalf("end: %v %+v %d", err, act, len(mods))
-		}
-		cs.Close()
 	}
 	if got := srv.TotalQueries(); got < 3*n {
 		b.Fatalf("%d DNS queries for %d cold sessions: the cache was not cold", got, n)
@@ -518,6 +504,11 @@ func BenchmarkNoOpMilterSession(b *testing.B) {
 // conversation is the milter side of one SMTP session with one message,
 // as both benchmarks run it; it returns the end-of-message modifications.
 func conversation(b *testing.B, client *milter.Client) []milter.ModifyAction {
+	return conversationFrom(b, client, "a@pass.test")
+}
+
+// conversationFrom is one message's conversation from sender.
+func conversationFrom(b *testing.B, client *milter.Client, sender string) []milter.ModifyAction {
 	cs, err := client.Session(nil)
 	if err != nil {
 		b.Fatal(err)
@@ -525,7 +516,7 @@ func conversation(b *testing.B, client *milter.Client) []milter.ModifyAction {
 	defer cs.Close()
 	cs.Conn("client.test", milter.FamilyInet, 1, "192.0.2.10")
 	cs.Helo("client.test")
-	cs.Mail("a@pass.test", "")
+	cs.Mail(sender, "")
 	cs.Rcpt("u@example.test", "")
 	cs.DataStart()
 	cs.HeaderField("Subject", "x", nil)
