@@ -80,18 +80,10 @@ func (f *Filter) Apply(cfg *config.Config) {
 		rt.authservID = rt.hostname
 	}
 	rt.recipients = newRecipients(cfg)
-	for _, n := range cfg.SPF.Whitelist.HeloNames {
-		rt.heloNames = append(rt.heloNames, canonicalName(n))
-	}
-	for _, n := range cfg.SPF.Whitelist.SenderDomains {
-		rt.senderDomains = append(rt.senderDomains, canonicalName(n))
-	}
-	for _, n := range cfg.TrustedForwarders.Names {
-		rt.forwarderNames = append(rt.forwarderNames, canonicalName(n))
-	}
-	for _, n := range cfg.Callout.SkipDomains {
-		rt.skipProbe = append(rt.skipProbe, canonicalName(n))
-	}
+	rt.heloNames = canonicalNames(cfg.SPF.Whitelist.HeloNames)
+	rt.senderDomains = canonicalNames(cfg.SPF.Whitelist.SenderDomains)
+	rt.forwarderNames = canonicalNames(cfg.TrustedForwarders.Names)
+	rt.skipProbe = canonicalNames(cfg.Callout.SkipDomains)
 	f.rt.Store(rt)
 }
 
@@ -120,6 +112,15 @@ func (rt *runtime) skipReason(ip netip.Addr, helo, auth, sender string) string {
 
 // canonicalName is a name in lower case without the root dot.
 func canonicalName(n string) string { return strings.TrimSuffix(strings.ToLower(n), ".") }
+
+// canonicalNames is each of list as canonicalName makes it.
+func canonicalNames(list []string) []string {
+	var out []string
+	for _, n := range list {
+		out = append(out, canonicalName(n))
+	}
+	return out
+}
 
 // matchName compares name with a list of canonical names; with sub, a
 // listed domain also covers its subdomains.

@@ -172,11 +172,11 @@ func (p *rcptPolicy) facts(msg *message) Facts {
 // maxOutcomes bounds the recipients a decision line names.
 const maxOutcomes = 50
 
-// rcptVerdict gives one recipient the verdict of its own domain's policy,
-// probing first if that policy wants a probe the message has not had.
-func (s *session) rcptVerdict(rcpt string) *milter.Response {
+// rcptVerdict gives one recipient the verdict of its own domain's policy
+// (domain in lower case), probing first if that policy wants a probe the
+// message has not had.
+func (s *session) rcptVerdict(domain string) *milter.Response {
 	msg := s.msg
-	domain := strings.ToLower(domainOf(rcpt))
 	pol := msg.rt.recipients.match(domain)
 	v, held := s.judge(pol)
 	if held {

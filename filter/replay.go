@@ -227,7 +227,7 @@ func (r *Replayer) Replay(d *Decision) (*Replayed, error) {
 		f.Callout = &callout.Result{Class: callout.Class(d.Callout), Address: sender, Cached: d.cached(), Rule: d.CalloutRule}
 	}
 	if f.SPFMail != nil && f.SPFMail.Status == spf.Fail {
-		if strings.HasPrefix(d.SPFFailAccepted, "trusted forwarder") || rt.cfg.TrustedForwarders.Networks.Contains(ip) {
+		if strings.HasPrefix(d.SPFFailAccepted, "trusted forwarder") || rt.trustedForwarder(ip, "") != "" {
 			msg.forwarder = "network"
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -60,7 +61,7 @@ type message struct {
 	// it was.
 	nullMX nullMXAnswer
 
-	// With recipient_domains: what each recipient got.
+	// What each recipient got.
 	outcomes    []string // "domain:action", in RCPT order
 	rcptDomains []string // each recipient domain once, for the decision line (replay)
 	wouldReject []string // dry-run recipients' refusals, for X-Senderguard
@@ -121,10 +122,7 @@ func (s *session) Helo(name string, m milter.Modifier) (*milter.Response, error)
 
 func (s *session) MailFrom(from, esmtpArgs string, m milter.Modifier) (resp *milter.Response, err error) {
 	defer s.recoverTo(&resp, &err)
-	if s.msg != nil && !s.msg.logged {
-		s.logDecision("superseded")
-	}
-	s.msg.endDKIM()
+	s.endMessage("superseded")
 	rt := s.f.rt.Load()
 	msg := &message{rt: rt, start: time.Now(), sender: from, args: esmtpArgs, queueID: m.Get("i"), auth: m.Get("{auth_authen}")}
 	s.msg = msg
@@ -284,7 +282,8 @@ func (s *session) RcptTo(rcpt, esmtpArgs string, m milter.Modifier) (resp *milte
 	if msg == nil || msg.skip != "" {
 		return respContinue, nil
 	}
-	msg.noteRcptDomain(rcpt)
+	domain := strings.ToLower(domainOf(rcpt))
+	msg.noteRcptDomain(domain)
 	// RFC 5321 §4.5.1: postmaster (and abuse) must always be reachable.
 	local := strings.ToLower(localPart(rcpt))
 	for _, r := range msg.rt.cfg.AlwaysAcceptRecipients {
@@ -292,7 +291,7 @@ func (s *session) RcptTo(rcpt, esmtpArgs string, m milter.Modifier) (resp *milte
 			return s.join(modePlain, nil), nil
 		}
 	}
-	return s.rcptVerdict(rcpt), nil
+	return s.rcptVerdict(domain), nil
 }
 
 func (s *session) Data(m milter.Modifier) (*milter.Response, error) { return respContinue, nil }
@@ -405,20 +404,21 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 // Cleanup runs when the MTA's connection ends: a message it never ended
 // (no abort, no end of message) still gets its decision line.
 func (s *session) Cleanup(m milter.Modifier) {
-	if s.msg != nil && !s.msg.logged {
-		s.logDecision("disconnected")
-	}
-	s.msg.endDKIM()
-	s.msg = nil
+	s.endMessage("disconnected")
 }
 
 func (s *session) Abort(m milter.Modifier) error {
-	if s.msg != nil && !s.msg.logged {
-		s.logDecision("aborted")
-	}
+	s.endMessage("aborted")
+	return nil
+}
+
+// endMessage ends the current message, if any, before its end of
+// message: its decision line says how (unless written already), and an
+// unfinished DKIM check is abandoned.
+func (s *session) endMessage(end string) {
+	s.logDecision(end)
 	s.msg.endDKIM()
 	s.msg = nil
-	return nil
 }
 
 // replyResponse is the milter reply carrying v's SMTP reply; a reply the
@@ -434,16 +434,11 @@ func replyResponse(v Verdict) *milter.Response {
 	return milter.RespTempFail
 }
 
-// noteRcptDomain remembers a recipient's domain for the decision line.
-func (msg *message) noteRcptDomain(rcpt string) {
-	d := strings.ToLower(domainOf(rcpt))
-	if d == "" || len(msg.rcptDomains) >= maxOutcomes {
+// noteRcptDomain remembers a recipient's domain (lower case) for the
+// decision line.
+func (msg *message) noteRcptDomain(d string) {
+	if d == "" || len(msg.rcptDomains) >= maxOutcomes || slices.Contains(msg.rcptDomains, d) {
 		return
-	}
-	for _, x := range msg.rcptDomains {
-		if x == d {
-			return
-		}
 	}
 	msg.rcptDomains = append(msg.rcptDomains, d)
 }
