@@ -113,13 +113,9 @@ func (g *Gate) Break(host, domain, why string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	e := cache.Entry{Kind: kindBreaker, Stored: g.now().Unix()}
-	for _, key := range []string{hostKey(host), domainKey(domain)} {
-		if key == domainKey("") {
-			continue
-		}
-		if err := g.store.Set(ctx, key, e, g.cfg.BreakerTTL); err != nil {
-			g.log.Warn("callout cache write failed", "key", key, "err", err)
-		}
+	setEntry(ctx, g.store, g.log, hostKey(host), e, g.cfg.BreakerTTL)
+	if domain != "" {
+		setEntry(ctx, g.store, g.log, domainKey(domain), e, g.cfg.BreakerTTL)
 	}
 	g.log.Warn("callout: not probing mail host for a while", "host", host, "domain", domain, "why", why, "for", g.cfg.BreakerTTL)
 }

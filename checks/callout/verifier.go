@@ -295,8 +295,14 @@ func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refr
 }
 
 func (v *Verifier) set(ctx context.Context, key string, e cache.Entry, ttl time.Duration) {
-	if err := v.store.Set(ctx, key, e, ttl); err != nil {
-		v.log.Warn("callout cache write failed", "key", key, "err", err)
+	setEntry(ctx, v.store, v.log, key, e, ttl)
+}
+
+// setEntry stores e under key; a store that fails is logged, not fatal
+// (the entry is learned again).
+func setEntry(ctx context.Context, store cache.Store, log *slog.Logger, key string, e cache.Entry, ttl time.Duration) {
+	if err := store.Set(ctx, key, e, ttl); err != nil {
+		log.Warn("callout cache write failed", "key", key, "err", err)
 	}
 }
 
