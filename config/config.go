@@ -160,6 +160,45 @@ type Callout struct {
 	// TLS is the probes' STARTTLS policy: may (upgrade when offered, any
 	// certificate), verify (chain and MX name must verify), off.
 	TLS string `yaml:"tls"`
+	// SourceIPv4 and SourceIPv6 are local addresses probes leave from
+	// (an IPv4 mail host from the IPv4 one, IPv6 from IPv6); empty: the
+	// kernel's choice, which is the MTA's own outgoing address. A
+	// prober's address gets listed for probing; give it its own.
+	SourceIPv4 string `yaml:"source_ipv4"`
+	SourceIPv6 string `yaml:"source_ipv6"`
+	// PublicAddress is the address probes reach the Internet from when
+	// the prober is behind NAT: the one the blocklists are asked about.
+	PublicAddress string `yaml:"public_address"`
+	// Blocklists are DNSBL zones the probe addresses are looked up in at
+	// start and every BlocklistInterval; empty: no watch.
+	Blocklists        []string `yaml:"blocklists"`
+	BlocklistInterval Duration `yaml:"blocklist_interval"`
+	// PauseWhenListed stops every probe while a probe address is listed.
+	PauseWhenListed bool `yaml:"pause_when_listed"`
+	// SkipMXHosts are mail host name patterns ("*.example.net" for every
+	// name below) whose domains are never probed, checked after the MX
+	// lookup so every domain a provider hosts is covered.
+	SkipMXHosts []string `yaml:"skip_mx_hosts"`
+}
+
+// DefaultSkipMXHosts are the providers where a probe is harmful or tells
+// nothing (see the README's "Callouts without risk to the site"):
+//   - Microsoft 365 (*.mail.protection.outlook.com) and Outlook.com
+//     (*.olc.protection.outlook.com): Microsoft's NDR documentation for
+//     5.7.606-649 ("Access denied, banned sending IP") lists addresses
+//     banned for probing, and Exchange Online refuses the null-sender
+//     verification probes of recipients that do not exist;
+//   - Yahoo and AOL (*.yahoodns.net, both on Yahoo's mail hosts): they
+//     accept every RCPT and bounce later, so a 250 says nothing;
+//   - iCloud (*.mail.icloud.com): Apple's postmaster page says it
+//     evaluates the sending IP's reputation; probes from a new address
+//     are refused or counted against it.
+//
+// Change it with callout.skip_mx_hosts (the whole list: include these
+// to keep them) or -callout-skip-mx-hosts.
+var DefaultSkipMXHosts = []string{
+	"*.mail.protection.outlook.com", "*.olc.protection.outlook.com",
+	"*.yahoodns.net", "*.mail.icloud.com",
 }
 
 // TrustedForwarders are networks, and host names (with their subdomains)
@@ -276,6 +315,9 @@ func Default() *Config {
 			BreakerTTL: Duration(3600e9), GreylistRetry: Duration(300e9),
 			GlobalConcurrency: 50, PerDomainConcurrency: 2, PerDomainRatePerMinute: 20,
 			PerHostConcurrency: 4, PerHostRatePerMinute: 60, GlobalRatePerMinute: 1200, TLS: "may",
+			Blocklists:        []string{"ips.backscatterer.org", "zen.spamhaus.org"},
+			BlocklistInterval: Duration(600e9), PauseWhenListed: true,
+			SkipMXHosts: append([]string(nil), DefaultSkipMXHosts...),
 		},
 		Redis:       Redis{KeyPrefix: "senderguard:", Timeout: Duration(50e6), NearCacheBytes: 64 << 20},
 		AdminListen: "127.0.0.1:9897",

@@ -170,3 +170,34 @@ func TestRecipientDomainsMerge(t *testing.T) {
 		t.Errorf("canonical IDN: %q %v", d, err)
 	}
 }
+
+// TestCalloutSourcesMustBeOurs: a source address this host does not have,
+// of the wrong family, or a bad pattern or zone is refused with the
+// setting's name.
+func TestCalloutSourcesMustBeOurs(t *testing.T) {
+	for _, tc := range []struct {
+		set  func(c *Config)
+		want string
+	}{
+		{func(c *Config) { c.Callout.SourceIPv4 = "192.0.2.44" }, "callout.source_ipv4: 192.0.2.44 is not an address of this host"},
+		{func(c *Config) { c.Callout.SourceIPv4 = "::1" }, "callout.source_ipv4: ::1 is not an IPv4 address"},
+		{func(c *Config) { c.Callout.SourceIPv6 = "127.0.0.1" }, "callout.source_ipv6: 127.0.0.1 is not an IPv6 address"},
+		{func(c *Config) { c.Callout.SourceIPv6 = "2001:db8::44" }, "callout.source_ipv6: 2001:db8::44 is not an address of this host"},
+		{func(c *Config) { c.Callout.SourceIPv4 = "mx.example" }, `callout.source_ipv4: "mx.example" is not an IP address`},
+		{func(c *Config) { c.Callout.PublicAddress = "nat" }, `callout.public_address: "nat" is not an IP address`},
+		{func(c *Config) { c.Callout.Blocklists = []string{"bad zone"} }, `callout.blocklists: "bad zone" is not a DNS zone`},
+		{func(c *Config) { c.Callout.BlocklistInterval = Duration(time.Second) }, "callout.blocklist_interval"},
+		{func(c *Config) { c.Callout.SkipMXHosts = []string{"*.*.example"} }, `callout.skip_mx_hosts: "*.*.example"`},
+		{func(c *Config) { c.Callout.SourceIPv4 = "127.0.0.45" }, ""}, // loopback's /8 is ours
+	} {
+		c := Default()
+		tc.set(c)
+		err := c.Validate()
+		switch {
+		case tc.want == "" && err != nil:
+			t.Errorf("unexpected error: %v", err)
+		case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+			t.Errorf("got %v, want %q", err, tc.want)
+		}
+	}
+}

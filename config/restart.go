@@ -20,6 +20,14 @@ var restartOnly = []struct {
 	{"log.format", func(c *Config) any { return c.Log.Format }},
 	{"dns", func(c *Config) any { return c.DNS }},
 	{"callout.cache_size", func(c *Config) any { return c.Callout.CacheSize }},
+	// The prober, its limits, source addresses and blocklist watch are
+	// built at start; a reload applies only enabled, probe_on and
+	// skip_domains (the filter reads them).
+	{"callout (prober settings)", func(c *Config) any {
+		co := c.Callout
+		co.Enabled, co.ProbeOn, co.SkipDomains, co.CacheSize = false, nil, nil, 0
+		return co
+	}},
 	{"redis", func(c *Config) any { return c.Redis }},
 }
 

@@ -168,6 +168,55 @@ func (co Callout) validate() error {
 	if co.GlobalRatePerMinute < 1 {
 		return fieldErr("callout.global_rate_per_minute", "must be positive")
 	}
+	return co.validateSources()
+}
+
+// validateSources checks the probes' source addresses (each of its
+// family, and one this host has: bound once and let go), the public
+// address, the blocklist zones and the skip patterns.
+func (co Callout) validateSources() error {
+	for _, s := range []struct {
+		path, value string
+		v4          bool
+	}{{"callout.source_ipv4", co.SourceIPv4, true}, {"callout.source_ipv6", co.SourceIPv6, false}} {
+		if s.value == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(s.value)
+		if err != nil || ip.Zone() != "" {
+			return fieldErr(s.path, "%q is not an IP address", s.value)
+		}
+		if ip.Is4() != s.v4 || ip.Is4In6() {
+			return fieldErr(s.path, "%s is not an IPv%s address", ip, map[bool]string{true: "4", false: "6"}[s.v4])
+		}
+		if ip.IsUnspecified() || ip.IsMulticast() {
+			return fieldErr(s.path, "%s cannot be a source address", ip)
+		}
+		ln, err := net.Listen("tcp", net.JoinHostPort(ip.String(), "0"))
+		if err != nil {
+			return fieldErr(s.path, "%s is not an address of this host (%v): add it to an interface first", ip, err)
+		}
+		ln.Close()
+	}
+	if co.PublicAddress != "" {
+		if ip, err := netip.ParseAddr(co.PublicAddress); err != nil || ip.Zone() != "" {
+			return fieldErr("callout.public_address", "%q is not an IP address", co.PublicAddress)
+		}
+	}
+	for _, z := range co.Blocklists {
+		if canon, err := CanonicalDomain(z); err != nil || !strings.Contains(canon, ".") {
+			return fieldErr("callout.blocklists", "%q is not a DNS zone", z)
+		}
+	}
+	if len(co.Blocklists) > 0 && co.BlocklistInterval.D() < time.Minute {
+		return fieldErr("callout.blocklist_interval", "must be at least 1m (lists ask for restraint)")
+	}
+	for _, p := range co.SkipMXHosts {
+		name, _ := strings.CutPrefix(p, "*.")
+		if canon, err := CanonicalDomain(name); err != nil || canon == "" || strings.Contains(canon, "*") {
+			return fieldErr("callout.skip_mx_hosts", "%q: want a host name or *.domain", p)
+		}
+	}
 	return nil
 }
 

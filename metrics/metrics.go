@@ -48,6 +48,16 @@ type Metrics struct {
 	BuildInfo   *prometheus.GaugeVec
 	// HostnameUnqualified is 1 when our name has no dot (a pod name).
 	HostnameUnqualified prometheus.Gauge
+	// SourceListed is 1 while a probe address is listed on a blocklist.
+	SourceListed *prometheus.GaugeVec // address, list
+	// ProbesPaused is 1 while probes are paused for a listing.
+	ProbesPaused prometheus.Gauge
+	// ProbeConnections counts connections made to mail hosts (a probe
+	// may make several): what the probed hosts see of us.
+	ProbeConnections prometheus.Counter
+	// PostmasterChecks counts RCPT TO:<postmaster@domain> asked after an
+	// ambiguous refusal, by result (accepted, refused).
+	PostmasterChecks *prometheus.CounterVec // result
 }
 
 // New creates the collectors and registers them on reg.
@@ -107,12 +117,21 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "Shared store (Redis) errors by kind (timeout, connection, redis, bad_value)."}, []string{"kind"}),
 		HostnameUnqualified: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "hostname_unqualified",
 			Help: "1 when our hostname (authserv-id, Received-SPF receiver, probe EHLO) is not a fully qualified domain name."}),
+		SourceListed: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "callout_source_listed",
+			Help: "1 while a probe source address is listed on a blocklist (DNSBL zone), 0 when the last lookup found it clean."}, []string{"address", "list"}),
+		ProbesPaused: prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "callout_probes_paused",
+			Help: "1 while no probe is made because a probe source address is listed (callout.pause_when_listed)."}),
+		ProbeConnections: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "callout_connections_total",
+			Help: "SMTP connections made to mail hosts by probes (a probe may make several)."}),
+		PostmasterChecks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "callout_postmaster_checks_total",
+			Help: "RCPT TO:<postmaster@domain> asked after an ambiguous refusal of the sender, by result (accepted, refused)."}, []string{"result"}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "build_info",
 			Help: "Build information; always 1."}, []string{"version", "goversion"}),
 	}
 	reg.MustRegister(m.Sessions, m.ActiveSessions, m.Messages, m.Verdicts, m.RecipientVerdicts, m.CheckResults, m.CheckDuration,
 		m.CacheRequests, m.CacheEvictions, m.DNSQueries, m.DNSDuration, m.DNSServerUp, m.MilterErrors, m.ConfigReloads,
-		m.Probes, m.ProbeDuration, m.ProbeRules, m.SPFRescues, m.SeparateTransactions, m.ProbesTLS, m.ProbesSkipped, m.BreakerTrips, m.FleetWaits, m.StoreUp, m.StoreErrors, m.HostnameUnqualified, m.BuildInfo)
+		m.Probes, m.ProbeDuration, m.ProbeRules, m.SPFRescues, m.SeparateTransactions, m.ProbesTLS, m.ProbesSkipped, m.BreakerTrips, m.FleetWaits, m.StoreUp, m.StoreErrors, m.HostnameUnqualified, m.BuildInfo,
+		m.SourceListed, m.ProbesPaused, m.ProbeConnections, m.PostmasterChecks)
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	m.zero()
 	return m
@@ -149,6 +168,9 @@ func (m *Metrics) zero() {
 	}
 	for _, r := range []string{"rescued", "refused", "tempfail", "trusted_forwarder"} {
 		m.SPFRescues.WithLabelValues(r)
+	}
+	for _, r := range []string{"accepted", "refused"} {
+		m.PostmasterChecks.WithLabelValues(r)
 	}
 }
 

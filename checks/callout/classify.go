@@ -11,7 +11,10 @@ import (
 // RulesVersion numbers the reply rules below. Cached not-exists entries
 // learned under an older version are not trusted (they are probed again):
 // until version 1, almost every 5xx at RCPT was read as not-exists.
-const RulesVersion = 1
+// Version 2: OpenSMTPD's "550 Invalid recipient", which it also gives
+// for domains it does not serve, is not-exists only when postmaster@
+// was accepted in the same session.
+const RulesVersion = 2
 
 // A rule reads one kind of SMTP reply. The first rule that matches
 // decides: its class, and whether the reply refused the prober itself
@@ -32,6 +35,13 @@ type rule struct {
 	codes    [2]int
 	enhanced string
 	text     *regexp.Regexp
+	// recall, when set, marks a wording that servers give both for an
+	// unknown user and for a domain they do not serve: the prober then
+	// asks RCPT TO:<postmaster@domain> (RFC 5321 §4.5.1: it must exist),
+	// and when that is accepted the domain is served there, the refusal
+	// concerns the address alone, and the rule named recall reads it as
+	// not-exists.
+	recall string
 }
 
 // Wording, lower-cased. Each is a list of phrases, not single words, so
@@ -62,6 +72,11 @@ var (
 	tlsWords = words(`tls`, `starttls`, `encrypt(ion|ed)?`, `secure connection`)
 )
 
+// exact matches the whole text, case-insensitively.
+func exact(pattern string) *regexp.Regexp {
+	return regexp.MustCompile(`(?i)^` + pattern + `$`)
+}
+
 // words builds one case-insensitive pattern of phrases, each at word
 // boundaries.
 func words(phrases ...string) *regexp.Regexp {
@@ -86,6 +101,18 @@ var rcptRules = []rule{
 	// The mailbox exists: it is full.
 	{name: "x.2.2-mailbox-full", class: Exists, codes: any5xx, enhanced: "5.2.2"},
 	{name: "mailbox-full-text", class: Exists, codes: any5xx, text: quota},
+	// The default wordings of an unknown local part in Exim ("550
+	// Unrouteable address": no router took the address; also a domain no
+	// router handles) and OpenSMTPD (6.x: "550 Invalid recipient: <a>",
+	// also for a domain it does not serve; "524 5.2.4 Mailing list
+	// expansion problem" when an alias expands to nothing deliverable):
+	// unknown, unless postmaster@ is accepted (see recall).
+	{name: "exim-unrouteable", class: Unknown, codes: any5xx, text: exact(`(<[^>]*>:? )?unrouteable address\.?`),
+		recall: "exim-unrouteable-postmaster-ok"},
+	{name: "opensmtpd-invalid-recipient", class: Unknown, codes: any5xx, text: exact(`invalid recipient(: <[^>]*>)?\.?`),
+		recall: "opensmtpd-invalid-recipient-postmaster-ok"},
+	{name: "opensmtpd-expansion-problem", class: Unknown, codes: any5xx, text: exact(`mailing list expansion problem\.?`),
+		recall: "opensmtpd-expansion-problem-postmaster-ok"},
 	// Rate limits, relaying and policy are not verdicts on the address.
 	{name: "rate-limit", class: Unknown, codes: any5xx, text: rate},
 	{name: "relay-refused", class: Unknown, codes: any5xx, text: relay},
@@ -119,13 +146,15 @@ func RuleNames() []string {
 	var out []string
 	for _, rs := range [][]rule{rcptRules, beforeRcptRules} {
 		for _, r := range rs {
-			if !seen[r.name] {
-				seen[r.name] = true
-				out = append(out, r.name)
+			for _, n := range []string{r.name, r.recall} {
+				if n != "" && !seen[n] {
+					seen[n] = true
+					out = append(out, n)
+				}
 			}
 		}
 	}
-	return append(out, ruleDNS, ruleNoReply)
+	return append(out, ruleDNS, ruleNoReply, RulePausedListed, RuleSkipMXHost)
 }
 
 // ruleDNS names a probe DNS decided (null MX, no mail host); ruleNoReply
@@ -149,6 +178,18 @@ var beforeRcptRules = []rule{
 // ClassifyRcpt reads the reply to RCPT TO:<sender>.
 func ClassifyRcpt(rep *Reply) (c Class, ruleName string, refused bool) {
 	return classify(rcptRules, rep)
+}
+
+// recallRule is the rule that reads an ambiguous refusal (rule name) as
+// not-exists once postmaster@ was accepted; "" when the rule is not
+// ambiguous.
+func recallRule(name string) string {
+	for i := range rcptRules {
+		if rcptRules[i].name == name {
+			return rcptRules[i].recall
+		}
+	}
+	return ""
 }
 
 func classify(rules []rule, rep *Reply) (Class, string, bool) {

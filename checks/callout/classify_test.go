@@ -83,6 +83,8 @@ func TestRulesAreReachable(t *testing.T) {
 		"x.2.x-mailbox-status": "550 5.2.1 disabled", "x.3.x-mail-system": "552 5.3.4 too big",
 		"x.4.x-routing": "550 5.4.6 loop", "x.6.x-content": "550 5.6.1 media", "x.7.x-security": "550 5.7.1 no",
 		"no-mailbox-text": "550 No such user", "5xx-unclear": "550 mailbox unavailable",
+		"exim-unrouteable": "550 Unrouteable address", "opensmtpd-invalid-recipient": "550 Invalid recipient: <bob@example.com>",
+		"opensmtpd-expansion-problem": "524 5.2.4 Mailing list expansion problem",
 	}
 	for _, r := range rcptRules {
 		reply, ok := cases[r.name]

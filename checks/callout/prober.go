@@ -46,6 +46,21 @@ type Prober struct {
 	// Gate, when set, admits each connection to a mail host and leaves
 	// out hosts whose breaker is open.
 	Gate *Gate
+	// SourceIPv4 and SourceIPv6, when valid, are the local addresses
+	// probes of mail hosts of that family bind (callout.source_ipv4/6):
+	// an address of the prober's own, so that a blocklisting for probing
+	// never hits the MTA's outgoing mail. A Dialer replaces them.
+	SourceIPv4, SourceIPv6 netip.Addr
+	// SkipMXHosts are mail host name patterns ("*.example.net") whose
+	// domains are never probed: providers that ban probers or accept
+	// every address.
+	SkipMXHosts []string
+	// Pause, when set, stops every probe while it says so (a source
+	// address is on a blocklist).
+	Pause Pauser
+	// OnConnect, when set, is told the local address of every connection
+	// made to a mail host.
+	OnConnect func(local netip.Addr)
 }
 
 // maxAddressTries bounds the connections of one probe.
@@ -75,8 +90,18 @@ func (p *Prober) Probe(ctx context.Context, addr string) *Result {
 	return r
 }
 
-// ProbeAddress classifies an address that ParseAddress already accepted.
+// ProbeAddress classifies an address that ParseAddress already accepted,
+// unless it may not be probed now (paused, a skipped mail host).
 func (p *Prober) ProbeAddress(ctx context.Context, a Address) *Result {
+	if r := p.precheck(ctx, a); r != nil {
+		r.Address = a.String()
+		return r
+	}
+	return p.probeChecked(ctx, a)
+}
+
+// probeChecked classifies a after precheck let it through.
+func (p *Prober) probeChecked(ctx context.Context, a Address) *Result {
 	start := time.Now()
 	res := p.probe(ctx, a)
 	res.Address = a.String()
@@ -318,7 +343,11 @@ func (p *Prober) stepTimeout(ctx context.Context) time.Duration {
 func (p *Prober) connect(ctx context.Context, ip netip.Addr, step time.Duration) (net.Conn, string, error) {
 	d := p.Dialer
 	if d == nil {
-		d = &net.Dialer{}
+		nd := &net.Dialer{}
+		if src := p.source(ip); src.IsValid() {
+			nd.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		}
+		d = nd
 	}
 	port := p.Port
 	if port == 0 {
@@ -330,6 +359,11 @@ func (p *Prober) connect(ctx context.Context, ip netip.Addr, step time.Duration)
 	conn, err := d.DialContext(dctx, "tcp", target)
 	if err != nil {
 		return nil, target, fmt.Errorf("%s: %w", target, err)
+	}
+	if p.OnConnect != nil {
+		if ap, err := netip.ParseAddrPort(conn.LocalAddr().String()); err == nil {
+			p.OnConnect(ap.Addr().Unmap())
+		}
 	}
 	return quickack.Wrap(conn), target, nil
 }
@@ -427,6 +461,9 @@ func (d *dialog) ask(a Address) *Result {
 	r := d.r
 	r.Step, r.Reply = "rcpt", rep
 	r.Class, r.Rule, r.refused = ClassifyRcpt(rep)
+	if recall := recallRule(r.Rule); recall != "" && !strings.EqualFold(a.Local, "postmaster") {
+		d.askPostmaster(a, recall)
+	}
 	if r.Class == Exists && rep.Code < 300 && d.p.CatchAllTest {
 		if rr, _, err := d.c.cmd("RCPT TO:<" + randomLocal() + "@" + a.Domain + ">"); err == nil && rr.Code >= 200 && rr.Code < 300 {
 			r.Class = CatchAll
@@ -434,6 +471,23 @@ func (d *dialog) ask(a Address) *Result {
 	}
 	d.c.quit(d.step)
 	return r
+}
+
+// askPostmaster follows an ambiguous refusal of a with RCPT
+// TO:<postmaster@domain> in the same transaction: when it is accepted,
+// the domain is served by this host and the refusal concerns a alone, so
+// the recall rule reads it as not-exists. Anything else leaves the result
+// unknown.
+func (d *dialog) askPostmaster(a Address, recall string) {
+	rep, _, err := d.c.cmd("RCPT TO:<postmaster@" + a.Domain + ">")
+	if err != nil {
+		d.p.tracef("postmaster: %v", err)
+		return
+	}
+	d.r.Postmaster = rep
+	if rep.Code >= 200 && rep.Code < 300 {
+		d.r.Class, d.r.Rule = NotExists, recall
+	}
 }
 
 // heloName is our EHLO name: the configured one, else the address

@@ -20,6 +20,8 @@ type env struct {
 	t    *testing.T
 	dns  *testdns.Server
 	port int
+	// tune, when set, adjusts every prober the env builds.
+	tune func(*callout.Prober)
 }
 
 func newEnv(t *testing.T, zone ...string) *env {
@@ -34,7 +36,11 @@ func (e *env) smtp(ip string, configure func(*testsmtp.Server)) *testsmtp.Server
 
 func (e *env) prober() *callout.Prober {
 	q := &resolver.Stub{Servers: []string{e.dns.Addr}, Timeout: time.Second, Attempts: 1}
-	return &callout.Prober{Resolver: q, Port: e.port, Helo: "probe.example.test", AllowPrivate: true, StepTimeout: time.Second}
+	p := &callout.Prober{Resolver: q, Port: e.port, Helo: "probe.example.test", AllowPrivate: true, StepTimeout: time.Second}
+	if e.tune != nil {
+		e.tune(p)
+	}
+	return p
 }
 
 func (e *env) probe(addr string) *callout.Result {

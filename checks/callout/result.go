@@ -46,15 +46,18 @@ func (r *Reply) String() string {
 
 // Result is a classification with the decisive evidence.
 type Result struct {
-	Class    Class
-	Address  string
-	Host     string // the mail host whose reply decided
-	Step     string // the dialogue step that decided (banner, ehlo, mail, rcpt, ...)
-	Reply    *Reply // the decisive reply, if any
-	Rule     string // the reply rule that classified it (classify.go); "" when no reply decided
-	Err      error  // the decisive error, if any (timeouts, refused connections)
-	Cached   bool   // answered from the cache
-	Duration time.Duration
+	Class   Class
+	Address string
+	Host    string // the mail host whose reply decided
+	Step    string // the dialogue step that decided (banner, ehlo, mail, rcpt, ...)
+	Reply   *Reply // the decisive reply, if any
+	Rule    string // the reply rule that classified it (classify.go); "" when no reply decided
+	Err     error  // the decisive error, if any (timeouts, refused connections)
+	// Postmaster is the reply to RCPT TO:<postmaster@domain>, asked in
+	// the same session after an ambiguous refusal (nil when not asked).
+	Postmaster *Reply
+	Cached     bool // answered from the cache
+	Duration   time.Duration
 
 	// TLS is how the decisive dialogue was protected: TLSNone, TLSUpgraded,
 	// TLSFailedThenPlain or TLSFailed; TLSVersion names the version used.
@@ -118,6 +121,8 @@ func (r *Result) RuleName() string {
 
 func (r *Result) Evidence() string {
 	switch {
+	case r.Reply != nil && r.Host != "" && r.Postmaster != nil:
+		return fmt.Sprintf("%s: %s: %s (postmaster: %s)", r.Host, r.Step, r.Reply, r.Postmaster)
 	case r.Reply != nil && r.Host != "":
 		return fmt.Sprintf("%s: %s: %s", r.Host, r.Step, r.Reply)
 	case r.Reply != nil:

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,6 +59,9 @@ type Hooks struct {
 	// FleetWait reports a lookup that waited for another replica's probe
 	// and whether its result arrived in time.
 	FleetWait func(found bool)
+	// Postmaster reports each RCPT TO:<postmaster@domain> asked after an
+	// ambiguous refusal, and whether it was accepted.
+	Postmaster func(accepted bool)
 }
 
 // fill makes every nil hook a no-op, so that callers never check.
@@ -79,6 +83,9 @@ func (h *Hooks) fill() {
 	}
 	if h.FleetWait == nil {
 		h.FleetWait = func(bool) {}
+	}
+	if h.Postmaster == nil {
+		h.Postmaster = func(bool) {}
 	}
 }
 
@@ -234,6 +241,14 @@ func (v *Verifier) probeAndStore(ctx context.Context, a Address, key string, ref
 }
 
 func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refresh bool) *Result {
+	// Paused, or a mail host never probed: no lease, no limit, no entry
+	// (the answer changes when the listing ends or the MX moves).
+	if r := v.prober.precheck(ctx, a); r != nil {
+		r.Address = a.String()
+		v.hooks.Rule(r.Rule)
+		v.skip(strings.ReplaceAll(r.Rule, "-", "_"))
+		return r
+	}
 	if v.fleet != nil {
 		release, ok, err := v.fleet.Lease(ctx, addressKey(key), v.cfg.ProbeTimeout+FleetMargin)
 		if err == nil && !ok {
@@ -263,9 +278,12 @@ func (v *Verifier) probeLimited(ctx context.Context, a Address, key string, refr
 	defer release()
 	pctx, cancel := context.WithTimeout(ctx, v.cfg.ProbeTimeout)
 	defer cancel()
-	r := v.prober.ProbeAddress(pctx, a)
+	r := v.prober.probeChecked(pctx, a)
 	v.hooks.Probe(r.Class, r.Duration)
 	v.hooks.Rule(r.RuleName())
+	if r.Postmaster != nil {
+		v.hooks.Postmaster(r.Postmaster.Code >= 200 && r.Postmaster.Code < 300)
+	}
 	if r.TLS != "" {
 		v.hooks.TLS(r.TLS)
 	}

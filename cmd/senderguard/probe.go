@@ -4,9 +4,13 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"os"
+	"time"
 
+	"github.com/senderguard/senderguard/cache"
 	"github.com/senderguard/senderguard/config"
+	"github.com/senderguard/senderguard/metrics"
 )
 
 // runProbe: senderguard probe [-config FILE] [flags] [-v] ADDRESS probes
@@ -35,6 +39,22 @@ func runProbe(args []string) int {
 		fmt.Fprintf(os.Stderr, "senderguard probe: warning: -callout-helo %q is not a fully qualified domain name; strict servers refuse it (the default is this host's FQDN or the address literal of our side of each connection)\n", helo)
 	}
 	p := newProber(cfg, q)
+	// Probes paused while a configured probe address is listed: ask the
+	// lists once, as the service does at start.
+	if co := cfg.Callout; co.PauseWhenListed && (co.SourceIPv4 != "" || co.SourceIPv6 != "" || co.PublicAddress != "") {
+		store, err := cache.NewMemory(64, nil, cache.Hooks{})
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "senderguard probe:", err)
+			return 2
+		}
+		if w := newWatch(cfg, q, store, watchAddresses(co, nil, nil), metrics.Discard(),
+			slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))); w != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			w.Check(ctx)
+			cancel()
+			p.Pause = w
+		}
+	}
 	if verbose {
 		p.Trace = func(s string) { fmt.Fprintln(os.Stderr, s) }
 	}

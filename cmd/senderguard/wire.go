@@ -1,10 +1,13 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/miekg/dns"
@@ -12,6 +15,7 @@ import (
 
 	"github.com/senderguard/senderguard/cache"
 	"github.com/senderguard/senderguard/checks/callout"
+	"github.com/senderguard/senderguard/checks/dnsbl"
 	"github.com/senderguard/senderguard/checks/resolver"
 	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
@@ -100,6 +104,13 @@ func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, log
 		Skip:    func(reason string) { m.ProbesSkipped.WithLabelValues(reason).Inc() },
 		Breaker: m.BreakerTrips.Inc,
 		TLS:     func(o callout.TLSOutcome) { m.ProbesTLS.WithLabelValues(string(o)).Inc() },
+		Postmaster: func(accepted bool) {
+			result := "refused"
+			if accepted {
+				result = "accepted"
+			}
+			m.PostmasterChecks.WithLabelValues(result).Inc()
+		},
 		FleetWait: func(found bool) {
 			result := "timeout"
 			if found {
@@ -109,6 +120,22 @@ func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, log
 		},
 	}
 	p := newProber(cfg, q)
+	sources := callout.NewSourceLog()
+	p.OnConnect = func(local netip.Addr) {
+		sources.Note(local)
+		m.ProbeConnections.Inc()
+	}
+	stopWatch := func() {}
+	if w := newWatch(cfg, q, store, watchAddresses(co, sources, logger), m, logger); w != nil {
+		if co.PauseWhenListed {
+			p.Pause = w
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		w.Check(ctx) // at start, before the first probe
+		cancel()
+		ctx, stopWatch = context.WithCancel(context.Background())
+		go w.Run(ctx)
+	}
 	// The prober's gate: per-host limits, the tarpit share (half the
 	// global slots) and the breakers, in the verifier's store.
 	p.Gate = callout.NewGate(store, callout.GateConfig{
@@ -123,7 +150,69 @@ func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, log
 		PerDomainConcurrency: co.PerDomainConcurrency, PerDomainRatePerMinute: co.PerDomainRatePerMinute,
 		GlobalRatePerMinute: co.GlobalRatePerMinute,
 	}, hooks, logger)
-	return v, func() { v.Close(); closeStore() }, nil
+	return v, func() { stopWatch(); v.Close(); closeStore() }, nil
+}
+
+// watchAddresses is what the blocklist watch looks up: the configured
+// source addresses; else the public address (a prober behind NAT); else
+// the public local addresses recent probe connections left from (a
+// private one is not what the probed hosts saw: set public_address).
+func watchAddresses(co config.Callout, sources *callout.SourceLog, logger *slog.Logger) func() []netip.Addr {
+	var fixed []netip.Addr
+	for _, s := range []string{co.SourceIPv4, co.SourceIPv6} {
+		if ip, err := netip.ParseAddr(s); err == nil {
+			fixed = append(fixed, ip)
+		}
+	}
+	if len(fixed) == 0 {
+		if ip, err := netip.ParseAddr(co.PublicAddress); err == nil {
+			fixed = append(fixed, ip)
+		}
+	}
+	if len(fixed) > 0 {
+		return func() []netip.Addr { return fixed }
+	}
+	var warned sync.Once
+	return func() []netip.Addr {
+		var out []netip.Addr
+		for _, a := range sources.Recent() {
+			if callout.Public(a) {
+				out = append(out, a)
+				continue
+			}
+			warned.Do(func() {
+				logger.Warn("blocklist watch: probes leave from a private address; set callout.public_address to the address the Internet sees, or callout.source_ipv4/6", "address", a.String())
+			})
+		}
+		return out
+	}
+}
+
+// newWatch builds the blocklist watch of the probe addresses, or nil when
+// no blocklist is configured.
+func newWatch(cfg *config.Config, q resolver.Querier, store cache.Store, addrs func() []netip.Addr, m *metrics.Metrics, logger *slog.Logger) *dnsbl.Watch {
+	co := cfg.Callout
+	if len(co.Blocklists) == 0 {
+		return nil
+	}
+	return dnsbl.NewWatch(q, store, dnsbl.WatchConfig{
+		Zones: co.Blocklists, Interval: co.BlocklistInterval.D(), Addresses: addrs, Pause: co.PauseWhenListed,
+	}, dnsbl.WatchHooks{
+		Listed: func(addr, zone string, listed bool) {
+			v := 0.0
+			if listed {
+				v = 1
+			}
+			m.SourceListed.WithLabelValues(addr, zone).Set(v)
+		},
+		Paused: func(paused bool) {
+			v := 0.0
+			if paused {
+				v = 1
+			}
+			m.ProbesPaused.Set(v)
+		},
+	}, logger)
 }
 
 // newStore is the callout store: in memory, or Redis in front of memory.
@@ -183,6 +272,11 @@ func newProber(cfg *config.Config, q resolver.Querier) *callout.Prober {
 	if h := cfg.Host(); helo == "" && config.Qualified(h) {
 		helo = h
 	}
-	return &callout.Prober{Resolver: q, Port: co.Port, Helo: helo, MailFrom: co.MailFrom,
-		AllowPrivate: co.AllowPrivate, StepTimeout: co.StepTimeout.D(), CatchAllTest: co.CatchAllTest, TLS: callout.TLSMode(co.TLS)}
+	p := &callout.Prober{Resolver: q, Port: co.Port, Helo: helo, MailFrom: co.MailFrom,
+		AllowPrivate: co.AllowPrivate, StepTimeout: co.StepTimeout.D(), CatchAllTest: co.CatchAllTest, TLS: callout.TLSMode(co.TLS),
+		SkipMXHosts: co.SkipMXHosts}
+	// Validated: each of its family and an address of this host.
+	p.SourceIPv4, _ = netip.ParseAddr(co.SourceIPv4)
+	p.SourceIPv6, _ = netip.ParseAddr(co.SourceIPv6)
+	return p
 }

@@ -104,6 +104,17 @@ func (s *Server) Add(zone ...string) error {
 	return nil
 }
 
+// Remove deletes every record of name (it answers NXDOMAIN again), and
+// clears a ServFail or Drop of it.
+func (s *Server) Remove(name string) {
+	s.mu.Lock()
+	n := dns.Fqdn(strings.ToLower(name))
+	delete(s.records, n)
+	delete(s.servfail, n)
+	delete(s.drop, n)
+	s.mu.Unlock()
+}
+
 // ServFail makes every question about name answer SERVFAIL.
 func (s *Server) ServFail(name string) {
 	s.mu.Lock()

@@ -46,6 +46,7 @@ type Server struct {
 	mu    sync.Mutex
 	conns int
 	cmds  []string
+	peers []string
 	bytes int
 	wg    sync.WaitGroup
 }
@@ -79,6 +80,13 @@ func (s *Server) Close() {
 // Conns is the number of connections accepted.
 func (s *Server) Conns() int { s.mu.Lock(); defer s.mu.Unlock(); return s.conns }
 
+// Peers returns the remote address (IP:port) of each connection accepted.
+func (s *Server) Peers() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string(nil), s.peers...)
+}
+
 // Bytes is the number of bytes clients sent.
 func (s *Server) Bytes() int { s.mu.Lock(); defer s.mu.Unlock(); return s.bytes }
 
@@ -108,6 +116,7 @@ func (s *Server) serve() {
 		}
 		s.mu.Lock()
 		s.conns++
+		s.peers = append(s.peers, c.RemoteAddr().String())
 		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
