@@ -1,10 +1,10 @@
 #!/bin/bash
 # scripts/deps.sh: installs what senderguard's tests need on Debian 12:
 # Postfix and swaks for the end-to-end tests, the libraries Debian's
-# Sendmail binaries need (Sendmail itself is unpacked by sendmail.sh, as it
-# conflicts with postfix), redis-server, and the Go modules.
+# Sendmail, Exim and OpenSMTPD binaries need (they are unpacked, as they
+# conflict with postfix), redis-server, and the Go modules.
 set -eu
-pkgs="postfix swaks redis-server prometheus opendmarc podman runc busybox-static m4 libdb5.3 libldap-2.5-0 liblockfile1 libnsl2 libsasl2-2 libssl3 libwrap0 iproute2"
+pkgs="postfix swaks redis-server prometheus opendmarc podman runc busybox-static m4 libdb5.3 libldap-2.5-0 liblockfile1 libnsl2 libsasl2-2 libssl3 libwrap0 iproute2 libidn12 libevent-2.1-7 util-linux"
 missing=
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
@@ -20,6 +20,18 @@ if [ ! -x "$root/usr/libexec/sendmail/sendmail" ]; then
 	chmod 777 "$debs"
 	(cd "$debs" && apt-get download sendmail-bin sendmail-base sendmail-cf >/dev/null 2>&1) ||
 		{ apt-get -o DPkg::Lock::Timeout=600 update -qq && (cd "$debs" && apt-get download sendmail-bin sendmail-base sendmail-cf >/dev/null 2>&1); }
+	mkdir -p "$root"
+	for deb in "$debs"/*.deb; do dpkg -x "$deb" "$root"; done
+	rm -rf "$debs"
+fi
+# Exim and OpenSMTPD as probed mail servers (scripts/othermta.sh): their
+# packages conflict with postfix too, so they are unpacked, not installed.
+root=${OTHERMTA_ROOT:-/var/cache/senderguard-e2e/othermta-root}
+if [ ! -x "$root/usr/sbin/exim4" ] || [ ! -x "$root/usr/sbin/smtpd" ]; then
+	debs=$(mktemp -d)
+	chmod 777 "$debs"
+	(cd "$debs" && apt-get download exim4-daemon-light exim4-base exim4-config opensmtpd >/dev/null 2>&1) ||
+		{ apt-get -o DPkg::Lock::Timeout=600 update -qq && (cd "$debs" && apt-get download exim4-daemon-light exim4-base exim4-config opensmtpd >/dev/null 2>&1); }
 	mkdir -p "$root"
 	for deb in "$debs"/*.deb; do dpkg -x "$deb" "$root"; done
 	rm -rf "$debs"

@@ -105,13 +105,13 @@ var rcptRules = []rule{
 	// Unrouteable address": no router took the address; also a domain no
 	// router handles) and OpenSMTPD (6.x: "550 Invalid recipient: <a>",
 	// also for a domain it does not serve; "524 5.2.4 Mailing list
-	// expansion problem" when an alias expands to nothing deliverable):
+	// expansion problem: <a>" for a user its virtual table lacks):
 	// unknown, unless postmaster@ is accepted (see recall).
 	{name: "exim-unrouteable", class: Unknown, codes: any5xx, text: exact(`(<[^>]*>:? )?unrouteable address\.?`),
 		recall: "exim-unrouteable-postmaster-ok"},
 	{name: "opensmtpd-invalid-recipient", class: Unknown, codes: any5xx, text: exact(`invalid recipient(: <[^>]*>)?\.?`),
 		recall: "opensmtpd-invalid-recipient-postmaster-ok"},
-	{name: "opensmtpd-expansion-problem", class: Unknown, codes: any5xx, text: exact(`mailing list expansion problem\.?`),
+	{name: "opensmtpd-expansion-problem", class: Unknown, codes: any5xx, text: exact(`mailing list expansion problem(: <[^>]*>)?\.?`),
 		recall: "opensmtpd-expansion-problem-postmaster-ok"},
 	// Rate limits, relaying and policy are not verdicts on the address.
 	{name: "rate-limit", class: Unknown, codes: any5xx, text: rate},

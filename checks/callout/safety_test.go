@@ -109,7 +109,7 @@ func TestAmbiguousRefusalAsksPostmaster(t *testing.T) {
 			case "rcpt to:<osmtpd@served.test>":
 				return "550 Invalid recipient: <osmtpd@served.test>"
 			case "rcpt to:<expand@served.test>":
-				return "524 5.2.4 Mailing list expansion problem"
+				return "524 5.2.4 Mailing list expansion problem: <expand@served.test>"
 			case "rcpt to:<unclear@served.test>":
 				return "550 Requested action not taken: mailbox unavailable"
 			}
