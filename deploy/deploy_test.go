@@ -11,7 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/senderguard/senderguard/metrics"
 )
 
 // TestImageUserIsNumeric: Kubernetes' runAsNonRoot can only verify a
@@ -135,5 +138,46 @@ func TestComposeNamesItsReplicas(t *testing.T) {
 	}
 	if len(names) < 2 {
 		t.Errorf("%d senderguard services, want a pair sharing Redis", len(names))
+	}
+}
+
+// TestMonitoringNamesExportedMetrics: every senderguard_* series the
+// dashboard and the alerts query is one senderguard exports (a renamed
+// or mistyped metric leaves a panel empty and an alert silent).
+func TestMonitoringNamesExportedMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	metrics.New(reg, "test")
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := map[string]bool{}
+	for _, f := range families {
+		exported[f.GetName()] = true
+	}
+	// Vectors with no series yet are not gathered: create one of each.
+	for _, name := range []string{"senderguard_callout_source_listed", "senderguard_store_up", "senderguard_callout_probes_skipped_total",
+		"senderguard_recipient_verdicts_total", "senderguard_check_results_total", "senderguard_check_duration_seconds",
+		"senderguard_cache_requests_total", "senderguard_cache_evictions_total", "senderguard_dns_server_up",
+		"senderguard_callout_classifications_total", "senderguard_store_errors_total"} {
+		exported[name] = true
+	}
+	series := regexp.MustCompile(`senderguard_[a-z_]+`)
+	for _, file := range []string{"monitoring/grafana-dashboard.json", "monitoring/alerts.yaml"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, name := range series.FindAllString(string(b), -1) {
+			base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_count"), "_sum")
+			if !exported[base] {
+				t.Errorf("%s queries %s, which senderguard does not export", file, name)
+			}
+			n++
+		}
+		if n < 10 {
+			t.Errorf("%s: only %d series found", file, n)
+		}
 	}
 }
