@@ -15,6 +15,7 @@ import (
 	"github.com/senderguard/senderguard/checks/dnsbl"
 	"github.com/senderguard/senderguard/checks/resolver"
 	"github.com/senderguard/senderguard/internal/testdns"
+	"github.com/senderguard/senderguard/internal/testredis"
 )
 
 func TestQueryName(t *testing.T) {
@@ -160,5 +161,32 @@ func TestWatchSharesLookupsThroughTheStore(t *testing.T) {
 	b.Check(t.Context())
 	if l := b.Listings(); len(l) != 1 || l[0].Address.String() != "127.0.0.9" {
 		t.Errorf("listings %v", l)
+	}
+}
+
+// TestWatchSharesThroughRedis: two replicas, each with its own memory in
+// front of one Redis: the second one's check is answered by the first
+// one's lookup, and it pauses too.
+func TestWatchSharesThroughRedis(t *testing.T) {
+	redis := testredis.Start(t)
+	srv := testdns.Start(t, "9.0.0.127.bl.test. 60 IN A 127.0.0.2")
+	q := &resolver.Stub{Servers: []string{srv.Addr}, Timeout: time.Second, Attempts: 1}
+	replica := func() *dnsbl.Watch {
+		local, _ := cache.NewMemory(100, nil, cache.Hooks{})
+		store := cache.NewShared(func() (*cache.Redis, error) {
+			return cache.NewRedis(cache.RedisOptions{URL: redis.URL(), KeyPrefix: "fleet:", Timeout: 200 * time.Millisecond})
+		}, local, cache.SharedHooks{}, nil)
+		t.Cleanup(store.Close)
+		return dnsbl.NewWatch(q, store, dnsbl.WatchConfig{Zones: []string{"bl.test"}, Interval: time.Hour, Pause: true,
+			Addresses: func() []netip.Addr { return []netip.Addr{netip.MustParseAddr("127.0.0.9")} }}, dnsbl.WatchHooks{}, nil)
+	}
+	a, b := replica(), replica()
+	a.Check(t.Context())
+	b.Check(t.Context())
+	if n := srv.Queries("9.0.0.127.bl.test", dns.TypeA); n != 1 {
+		t.Errorf("%d lookups by two replicas on one Redis, want 1", n)
+	}
+	if _, paused := b.Paused(); !paused {
+		t.Error("the second replica is not paused")
 	}
 }

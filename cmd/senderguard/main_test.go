@@ -57,6 +57,11 @@ func TestCommands(t *testing.T) {
 		{[]string{"probe", "-config", site, "-callout-tls", "sometimes", "u@example.test"}, 1, "callout.tls"},
 		{[]string{"spf", "-config", site, "-ip", "192.0.2.1", "-helo", "h.example", "-sender", "a@example.test"}, 0, "temperror"},
 		{[]string{"spf", "-config", bad, "-ip", "192.0.2.1"}, 1, "line 2: bad duration"},
+		// A probe source address this host does not have: refused by
+		// check-config and at start, naming the setting.
+		{[]string{"check-config", "-callout-source-ipv4", "192.0.2.44"}, 1, "callout.source_ipv4: 192.0.2.44 is not an address of this host"},
+		{[]string{"serve", "-callout-source-ipv6", "2001:db8::44"}, 1, "callout.source_ipv6: 2001:db8::44 is not an address of this host"},
+		{[]string{"check-config", "-callout-source-ipv4", "127.0.0.44"}, 0, "source_ipv4: 127.0.0.44"},
 		{[]string{"serve", "-dry-run", "version"}, 2, "unexpected argument \"version\""},
 		{[]string{"frobnicate"}, 2, "unknown command"},
 	}
