@@ -39,9 +39,16 @@ type Config struct {
 	AlwaysAcceptRecipients  []string `yaml:"always_accept_recipients"`
 	// SPFFailRescue: "dkim" holds a MAIL FROM SPF fail whose action is a
 	// rejection until end of message, where a valid DKIM signature
-	// aligned with the sender's domain rescues it (forwarded mail); "none"
-	// refuses at once.
+	// aligned with the sender's domain rescues it (forwarded mail);
+	// "dmarc" holds it too and lets the DMARC policy of the header From's
+	// domain decide (RFC 7489), falling back to dkim's rule where there is
+	// none; "none" refuses at once.
 	SPFFailRescue string `yaml:"spf_fail_rescue"`
+	// DMARCQuarantine is what a DMARC p=quarantine disposition does:
+	// "quarantine" asks the MTA to hold the message (Postfix's hold
+	// queue, Sendmail's quarantine), "header" delivers it with
+	// X-Senderguard-Quarantine for a mail filter (Sieve) to act on.
+	DMARCQuarantine string `yaml:"dmarc_quarantine"`
 	// TrustedForwarders are clients whose SPF fails are not refused: the
 	// site's own secondary MX, a forwarding service it trusts.
 	TrustedForwarders TrustedForwarders `yaml:"trusted_forwarders"`
@@ -298,6 +305,7 @@ func Default() *Config {
 		RejectAt:                "rcpt",
 		AlwaysAcceptRecipients:  []string{"postmaster", "abuse"},
 		SPFFailRescue:           "dkim",
+		DMARCQuarantine:         "quarantine",
 		StageBudget:             Duration(4e9),
 		ShutdownGrace:           Duration(30e9),
 		MilterMaxConnections:    1000,

@@ -60,6 +60,11 @@ func (c *Config) Validate() error {
 	if err := validRescue(c.SPFFailRescue); err != nil {
 		return fieldErr("spf_fail_rescue", "%v", err)
 	}
+	switch c.DMARCQuarantine {
+	case "quarantine", "header":
+	default:
+		return fieldErr("dmarc_quarantine", "must be quarantine or header, not %q", c.DMARCQuarantine)
+	}
 	for _, n := range c.TrustedForwarders.Names {
 		if _, err := CanonicalDomain(n); err != nil {
 			return fieldErr("trusted_forwarders.names", "%q: %v", n, err)
@@ -281,8 +286,8 @@ func SocketAddr(s string) (network, address string) {
 // validRescue checks an spf_fail_rescue value.
 func validRescue(v string) error {
 	switch v {
-	case "dkim", "none":
+	case "dkim", "dmarc", "none":
 		return nil
 	}
-	return fmt.Errorf("must be dkim or none, not %q", v)
+	return fmt.Errorf("must be dkim, dmarc or none, not %q", v)
 }

@@ -33,7 +33,13 @@ type Deps struct {
 	Callout Verifier // nil disables callouts
 	// DKIM verifies held SPF fails at end of message (spf_fail_rescue);
 	// nil refuses them at once.
-	DKIM    *dkim.Verifier
+	DKIM *dkim.Verifier
+	// DMARC finds the From domain's policy for spf_fail_rescue: dmarc;
+	// nil leaves held SPF fails to the DKIM rescue.
+	DMARC DMARCFinder
+	// Draw, when set, replaces the random pct= sample (tests): a number
+	// in [0, 100).
+	Draw    func() int
 	Log     *slog.Logger
 	Metrics *metrics.Metrics
 }

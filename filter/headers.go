@@ -26,14 +26,17 @@ func (s *session) headers() []header {
 	if f.SPFMail != nil {
 		hs = append(hs, header{"Received-SPF", f.SPFMail.ReceivedSPF(rt.hostname, s.conn.helo)})
 	}
-	if ar := authResults(rt.authservID, f, msg.rescue); ar != "" {
+	if ar := authResults(rt.authservID, f, msg.rescue, dmarcResinfo(msg)); ar != "" {
 		hs = append(hs, header{"Authentication-Results", ar})
+	}
+	if msg.quarantine != "" {
+		hs = append(hs, header{QuarantineHeader, msg.quarantine})
 	}
 	return hs
 }
 
 // authResults renders RFC 8601's Authentication-Results for SPF.
-func authResults(id string, f *Facts, rs *rescue) string {
+func authResults(id string, f *Facts, rs *rescue, dmarcResult string) string {
 	var parts []string
 	if r := f.SPFMail; r != nil && r.Identity == spf.MailFrom {
 		// The domain, as RFC 8601 §2.7.2 allows: DMARC verifiers
@@ -48,6 +51,9 @@ func authResults(id string, f *Facts, rs *rescue) string {
 		// The signature that vouched for the forwarded message (RFC 8601
 		// §2.7.1); the SPF fail above stays as it was.
 		parts = append(parts, "dkim=pass header.d="+spf.QuoteValue(rs.domain)+" header.s="+spf.QuoteValue(rs.selector))
+	}
+	if dmarcResult != "" {
+		parts = append(parts, dmarcResult)
 	}
 	if len(parts) == 0 {
 		return ""

@@ -96,13 +96,25 @@ func (msg *message) checkAttrs(attrs []slog.Attr) []slog.Attr {
 	}
 	if rs := msg.rescue; rs != nil {
 		attrs = append(attrs, slog.String("spf_fail_rescue", rs.outcome))
-		if rs.outcome == "rescued" {
-			attrs = append(attrs, slog.String("rescued_by", "dkim d="+rs.domain+" s="+rs.selector))
-		} else if rs.why != "" {
+		switch {
+		case rs.outcome == "rescued":
+			attrs = append(attrs, slog.String("rescued_by", rs.by+" d="+rs.domain+" s="+rs.selector))
+		case rs.why != "" && rs.by == rescueDMARC && rs.outcome != "refused" && rs.outcome != "tempfail":
+			attrs = append(attrs, slog.String("accepted_by", rs.why)) // quarantined, or p=none
+		case rs.why != "":
 			attrs = append(attrs, slog.String("rescue_failed", rs.why))
 		}
-	} else if msg.mode == modeHeld {
+	} else if msg.mode.held() {
 		attrs = append(attrs, slog.String("spf_fail_rescue", "held"))
+	}
+	if len(msg.sigs) > 0 {
+		attrs = append(attrs, slog.String("dkim", sigList(msg.sigs)))
+	}
+	if dc := msg.dmarc; dc != nil {
+		kv := dc.attrs()
+		for i := 0; i+1 < len(kv); i += 2 {
+			attrs = append(attrs, slog.String(kv[i], kv[i+1]))
+		}
 	}
 	return attrs
 }

@@ -23,7 +23,7 @@ type rcptPolicy struct {
 	dryRun  bool
 	callout bool
 	probeOn map[spf.Status]bool
-	rescue  bool // spf_fail_rescue: dkim
+	rescue  string // spf_fail_rescue: dkim, dmarc or none
 
 	// counters of recipient_verdicts_total by action, made on first use
 	// (a label look-up costs more than the rest of a warm RCPT).
@@ -65,7 +65,7 @@ func probeOnSet(list []string) map[spf.Status]bool {
 // entry, and recipient_domains' entries; names were validated by config.
 func newRecipients(cfg *config.Config) *recipientTable {
 	g := &rcptPolicy{label: "global", policy: NewPolicy(cfg), dryRun: cfg.DryRun, callout: cfg.Callout.Enabled, probeOn: probeOnSet(cfg.Callout.ProbeOn),
-		rescue: cfg.SPFFailRescue == "dkim"}
+		rescue: cfg.SPFFailRescue}
 	t := &recipientTable{def: g, exact: map[string]*rcptPolicy{}, wild: map[string]*rcptPolicy{}, allCallout: g.callout}
 	for i := range cfg.RecipientDomains {
 		e := &cfg.RecipientDomains[i]
@@ -74,7 +74,7 @@ func newRecipients(cfg *config.Config) *recipientTable {
 			p.dryRun = *e.DryRun
 		}
 		if e.SPFFailRescue != nil {
-			p.rescue = *e.SPFFailRescue == "dkim"
+			p.rescue = *e.SPFFailRescue
 		}
 		if c := e.Callout; c != nil {
 			if c.Enabled != nil {
@@ -180,9 +180,14 @@ func (s *session) rcptVerdict(domain string) *milter.Response {
 	pol := msg.rt.recipients.match(domain)
 	v, held := s.judge(pol)
 	if held {
-		r := s.join(modeHeld, &v)
+		mode := pol.holdMode()
+		r := s.join(mode, &v, pol)
 		if r == respContinue && len(msg.outcomes) < maxOutcomes {
-			msg.outcomes = append(msg.outcomes, domain+":held")
+			outcome := ":held"
+			if mode == modeHeldDMARCDry {
+				outcome = ":held_dry_run"
+			}
+			msg.outcomes = append(msg.outcomes, domain+outcome)
 		}
 		return r
 	}
@@ -196,7 +201,7 @@ func (s *session) rcptVerdict(domain string) *milter.Response {
 	}
 	pol.count(s.f.deps.Metrics, action)
 	if v.Action == config.Accept || pol.dryRun {
-		return s.join(modePlain, nil)
+		return s.join(modePlain, nil, nil)
 	}
 	if v.severity() > msg.verdict.severity() {
 		msg.verdict, msg.applied = v, "rcpt"
@@ -221,9 +226,14 @@ func (msg *message) wouldRefuse(v Verdict, stage string, pol *rcptPolicy, domain
 		msg.wouldBe, msg.wouldStage = v, stage
 	}
 	w := "would-" + string(v.Action) + " (" + v.Reply() + ")"
-	if pol != msg.rt.recipients.def {
+	if pol != msg.rt.recipients.def && domain != "" {
 		w += " for " + domain
 	}
+	msg.noteWould(w)
+}
+
+// noteWould adds one item to X-Senderguard's dry-run list, once.
+func (msg *message) noteWould(w string) {
 	if len(msg.wouldReject) < maxOutcomes && !slices.Contains(msg.wouldReject, w) {
 		msg.wouldReject = append(msg.wouldReject, w)
 	}

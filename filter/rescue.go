@@ -23,6 +23,32 @@ const (
 	modeNone  txMode = iota // no recipient accepted yet
 	modePlain               // accepted now, delivered
 	modeHeld                // an SPF fail held for the DKIM rescue at end of message
+	// modeHeldDMARC: held for the From domain's DMARC policy to decide
+	// (spf_fail_rescue: dmarc); modeHeldDMARCDry: the same under dry-run,
+	// where what it decides is only noted.
+	modeHeldDMARC
+	modeHeldDMARCDry
+)
+
+// held reports a mode whose message is judged at end of message.
+func (m txMode) held() bool { return m >= modeHeld }
+
+// holdMode is the mode a held SPF fail of pol's recipients gets.
+func (pol *rcptPolicy) holdMode() txMode {
+	switch {
+	case pol.rescue != rescueDMARC:
+		return modeHeld
+	case pol.dryRun:
+		return modeHeldDMARCDry
+	}
+	return modeHeldDMARC
+}
+
+// Rescue modes (spf_fail_rescue).
+const (
+	rescueNone  = "none"
+	rescueDKIM  = "dkim"
+	rescueDMARC = "dmarc"
 )
 
 // respOwnTransaction asks the client to send a recipient again, in a
@@ -39,7 +65,10 @@ func mustReply(code uint16, status, text string) *milter.Response {
 
 // rescue is how the end of message judged a held SPF fail.
 type rescue struct {
-	outcome  string // rescued, refused, tempfail
+	// outcome: rescued (an aligned signature; DMARC pass), refused,
+	// tempfail, or with DMARC's word: quarantined, accepted (p=none).
+	outcome  string
+	by       string // dkim or dmarc: the rule that decided
 	domain   string // d= of the signature that rescued it
 	selector string
 	why      string // for the decision line, when not rescued
@@ -66,13 +95,16 @@ func decide(pol *rcptPolicy, msg *message, canHold bool) (v Verdict, held bool) 
 		f.SPFMail = nil
 		return pol.policy.Decide(&f), false
 	}
-	held = v.Action == config.Reject && pol.rescue && !pol.dryRun && canHold
+	// In dry-run a dkim rescue is not held (the refusal shows as it would
+	// be without one); a dmarc one is, so that what the policy would do
+	// shows before it is enforced.
+	held = v.Action == config.Reject && pol.rescue != rescueNone && canHold && (!pol.dryRun || pol.rescue == rescueDMARC)
 	return v, held
 }
 
 // join puts a recipient into the transaction, or asks for a transaction
 // of its own when it would get another verdict than those before it.
-func (s *session) join(mode txMode, held *Verdict) *milter.Response {
+func (s *session) join(mode txMode, held *Verdict, pol *rcptPolicy) *milter.Response {
 	msg := s.msg
 	if msg.mode != modeNone && msg.mode != mode {
 		s.f.deps.Metrics.SeparateTransactions.Inc()
@@ -80,7 +112,7 @@ func (s *session) join(mode txMode, held *Verdict) *milter.Response {
 	}
 	msg.mode = mode
 	if held != nil && msg.held == nil {
-		msg.held = held
+		msg.held, msg.heldPol = held, pol
 	}
 	return respContinue
 }
@@ -103,7 +135,7 @@ func (rt *runtime) trustedForwarder(ip netip.Addr, name string) string {
 // asked.
 func (s *session) startDKIM() {
 	msg := s.msg
-	if msg.dkim != nil || msg.mode != modeHeld {
+	if msg.dkim != nil || !msg.mode.held() {
 		return
 	}
 	ctx, cancel := context.WithCancel(context.Background())
@@ -115,18 +147,34 @@ func (s *session) startDKIM() {
 // the space after the colon.
 func leadingSpace(m milter.Modifier) bool { return m.Protocol()&milter.OptHeaderLeadingSpace != 0 }
 
-// endHeld judges a held message at end of message: a valid signature of
-// the sender's domain (relaxed alignment) rescues it; a key that could
-// not be fetched now tempfails; anything else refuses it with the held
-// SPF verdict. It returns the message's verdict.
+// endHeld judges a held message at end of message: with spf_fail_rescue
+// dmarc, the From domain's DMARC policy where it publishes one
+// (dmarcEnd); else a valid signature of the sender's domain (relaxed
+// alignment) rescues it, a key that could not be fetched now tempfails,
+// and anything else refuses it with the held SPF verdict. It returns the
+// message's verdict.
 func (s *session) endHeld() Verdict {
 	msg := s.msg
 	s.startDKIM() // a message without header fields or body
 	res := msg.dkim.Finish()
 	msg.dkimCancel()
+	msg.sigs = res.Signatures
+	s.checkDMARC()
+	if msg.mode != modeHeld {
+		if v, decided := s.dmarcEnd(); decided {
+			return v
+		}
+	}
+	return s.dkimEnd(res)
+}
+
+// dkimEnd is the DKIM rescue: a valid signature aligned with the
+// envelope sender's domain.
+func (s *session) dkimEnd(res dkim.Result) Verdict {
+	msg := s.msg
 	sender := domainOf(msg.sender)
 	var temp *dkim.Signature
-	msg.rescue = &rescue{outcome: "refused", why: "no DKIM signature"}
+	msg.rescue = &rescue{outcome: "refused", by: rescueDKIM, why: "no DKIM signature"}
 	for i := range res.Signatures {
 		sig := &res.Signatures[i]
 		if !dkim.Aligned(sig.Domain, sender) {
@@ -137,7 +185,7 @@ func (s *session) endHeld() Verdict {
 		}
 		switch sig.Status {
 		case dkim.Pass:
-			msg.rescue = &rescue{outcome: "rescued", domain: sig.Domain, selector: sig.Selector}
+			msg.rescue = &rescue{outcome: "rescued", by: rescueDKIM, domain: sig.Domain, selector: sig.Selector}
 			s.countRescue("rescued")
 			return Verdict{Action: config.Accept}
 		case dkim.TempError:
@@ -150,13 +198,19 @@ func (s *session) endHeld() Verdict {
 		msg.rescue.why = res.Err.Error()
 	}
 	if temp != nil {
-		msg.rescue = &rescue{outcome: "tempfail", domain: temp.Domain, selector: temp.Selector, why: "DKIM key lookup failed temporarily"}
+		msg.rescue = &rescue{outcome: "tempfail", by: rescueDKIM, domain: temp.Domain, selector: temp.Selector, why: "DKIM key lookup failed temporarily"}
 		s.countRescue("tempfail")
-		return Verdict{Action: config.TempFail, Code: 451, Status: "4.7.24", Check: "dkim",
-			Text: fmt.Sprintf("SPF fail, and the DKIM key of %s (s=%s) could not be fetched now; try again later", replyText(temp.Domain), replyText(temp.Selector))}
+		return keyTempfail(temp)
 	}
 	s.countRescue("refused")
 	return *msg.held
+}
+
+// keyTempfail answers a held SPF fail whose deciding DKIM key could not
+// be fetched now.
+func keyTempfail(sig *dkim.Signature) Verdict {
+	return Verdict{Action: config.TempFail, Code: 451, Status: "4.7.24", Check: "dkim",
+		Text: fmt.Sprintf("SPF fail, and the DKIM key of %s (s=%s) could not be fetched now; try again later", replyText(sig.Domain), replyText(sig.Selector))}
 }
 
 func (s *session) countRescue(result string) {

@@ -58,7 +58,7 @@ const wantProtocol = milter.OptNoUnknown | milter.OptSkip | milter.OptHeaderLead
 	milter.OptNoConnReply | milter.OptNoHeloReply | milter.OptNoDataReply | milter.OptNoHeaderReply | milter.OptNoEOHReply
 
 // wantActions: we insert our headers and delete forged ones.
-const wantActions = milter.OptAddHeader | milter.OptChangeHeader
+const wantActions = milter.OptAddHeader | milter.OptChangeHeader | milter.OptQuarantine
 
 // NewServer prepares a milter server for f.
 func NewServer(f *Filter, opts ServerOptions) *Server {

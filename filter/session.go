@@ -52,10 +52,20 @@ type message struct {
 	// a held SPF fail that a DKIM signature may rescue at end of message.
 	mode       txMode
 	held       *Verdict
-	forwarder  string // why the client is a trusted forwarder, "" if not
+	heldPol    *rcptPolicy // the policy of the first held recipient
+	forwarder  string      // why the client is a trusted forwarder, "" if not
 	dkim       *dkim.Check
 	dkimCancel context.CancelFunc
 	rescue     *rescue
+	sigs       []dkim.Signature // a held message's signatures, as verified
+	// froms are a held message's From field values (at most two kept,
+	// each bounded) and fromCount how many there were: DMARC's author.
+	froms     []string
+	fromCount int
+	dmarc     *dmarcCheck // what DMARC says of a held message
+	// quarantine, when set, is the reason a held message is accepted
+	// into the MTA's quarantine (DMARC p=quarantine).
+	quarantine string
 
 	// nullMX is the null-MX answer asked for beside SPF (runChecks), when
 	// it was.
@@ -288,7 +298,7 @@ func (s *session) RcptTo(rcpt, esmtpArgs string, m milter.Modifier) (resp *milte
 	local := strings.ToLower(localPart(rcpt))
 	for _, r := range msg.rt.cfg.AlwaysAcceptRecipients {
 		if strings.EqualFold(r, local) || strings.EqualFold(r, rcpt) {
-			return s.join(modePlain, nil), nil
+			return s.join(modePlain, nil, nil), nil
 		}
 	}
 	return s.rcptVerdict(domain), nil
@@ -300,9 +310,12 @@ func (s *session) Data(m milter.Modifier) (*milter.Response, error) { return res
 // authserv-id; nothing else of the header section is kept.
 func (s *session) Header(name, value string, m milter.Modifier) (*milter.Response, error) {
 	msg := s.msg
-	if msg != nil && msg.mode == modeHeld {
+	if msg != nil && msg.mode.held() {
 		s.startDKIM()
 		msg.dkim.Header(name, value, leadingSpace(m))
+		if strings.EqualFold(name, "From") {
+			msg.noteFrom(value)
+		}
 	}
 	if msg != nil && strings.EqualFold(name, "Received-SPF") {
 		// It names no authserv-id and DMARC verifiers trust it blindly:
@@ -339,7 +352,7 @@ func (s *session) noteQueueID(m milter.Modifier) {
 // BodyChunk feeds a held message's body to its DKIM check; any other
 // message's body is skipped (the MTA stops sending it).
 func (s *session) BodyChunk(chunk []byte, m milter.Modifier) (*milter.Response, error) {
-	if msg := s.msg; msg != nil && msg.mode == modeHeld {
+	if msg := s.msg; msg != nil && msg.mode.held() {
 		s.startDKIM()
 		msg.dkim.Body(chunk)
 		return respContinue, nil
@@ -362,11 +375,28 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 		return respContinue, nil
 	}
 	s.noteQueueID(m)
-	if msg.mode == modeHeld {
-		if v := s.endHeld(); v.Action != config.Accept {
+	if msg.mode.held() {
+		v := s.endHeld()
+		if msg.mode == modeHeldDMARCDry {
+			// Dry-run: what the policy decided is noted, not done.
+			if v.Action != config.Accept {
+				msg.wouldRefuse(v, "eom", msg.heldPol, "")
+			}
+			if msg.quarantine != "" {
+				msg.noteWould("would-quarantine (" + msg.quarantine + ")")
+				msg.quarantine = ""
+			}
+			v = Verdict{Action: config.Accept}
+		}
+		if v.Action != config.Accept {
 			msg.verdict, msg.applied = v, "eom"
 			s.logDecision("")
 			return replyResponse(v), nil
+		}
+	}
+	if msg.quarantine != "" {
+		if err := s.quarantine(m); err != nil {
+			return nil, err
 		}
 	}
 	if msg.rt.cfg.RemoveForgedAuthResults && m.Actions()&milter.OptChangeHeader != 0 {

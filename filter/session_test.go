@@ -42,6 +42,7 @@ type logBuf struct {
 
 func (l *logBuf) Write(p []byte) (int, error) { l.mu.Lock(); defer l.mu.Unlock(); return l.b.Write(p) }
 func (l *logBuf) String() string              { l.mu.Lock(); defer l.mu.Unlock(); return l.b.String() }
+func (l *logBuf) Reset()                      { l.mu.Lock(); defer l.mu.Unlock(); l.b.Reset() }
 
 type rig struct {
 	t      testing.TB
@@ -103,7 +104,7 @@ func newRigWith(t testing.TB, network string, edit func(*config.Config), deps fu
 // queue ID at end of headers as Postfix sends it.
 func newClient(network, addr string) *milter.Client {
 	return milter.NewClient(network, addr,
-		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader),
+		milter.WithActions(milter.OptAddHeader|milter.OptChangeHeader|milter.OptQuarantine),
 		milter.WithReadTimeout(5*time.Second), milter.WithWriteTimeout(5*time.Second),
 		milter.WithMacroRequest(milter.StageEOH, []string{"i"}))
 }

@@ -55,6 +55,9 @@ type Metrics struct {
 	// ProbeConnections counts connections made to mail hosts (a probe
 	// may make several): what the probed hosts see of us.
 	ProbeConnections prometheus.Counter
+	// DMARCResults counts DMARC evaluations of held SPF fails by result
+	// (pass, fail), the policy that applied and what it did (disposition).
+	DMARCResults *prometheus.CounterVec // result, policy, disposition
 	// PostmasterChecks counts RCPT TO:<postmaster@domain> asked after an
 	// ambiguous refusal, by result (accepted, refused).
 	PostmasterChecks *prometheus.CounterVec // result
@@ -123,6 +126,8 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 			Help: "1 while no probe is made because a probe source address is listed (callout.pause_when_listed)."}),
 		ProbeConnections: prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "callout_connections_total",
 			Help: "SMTP connections made to mail hosts by probes (a probe may make several)."}),
+		DMARCResults: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dmarc_results_total",
+			Help: "DMARC evaluations of held SPF fails (spf_fail_rescue: dmarc) by result (pass, fail), the From domain's policy and the disposition applied (none, quarantine, reject; after pct=)."}, []string{"result", "policy", "disposition"}),
 		PostmasterChecks: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "callout_postmaster_checks_total",
 			Help: "RCPT TO:<postmaster@domain> asked after an ambiguous refusal of the sender, by result (accepted, refused)."}, []string{"result"}),
 		BuildInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Namespace: ns, Name: "build_info",
@@ -131,7 +136,7 @@ func New(reg prometheus.Registerer, version string) *Metrics {
 	reg.MustRegister(m.Sessions, m.ActiveSessions, m.Messages, m.Verdicts, m.RecipientVerdicts, m.CheckResults, m.CheckDuration,
 		m.CacheRequests, m.CacheEvictions, m.DNSQueries, m.DNSDuration, m.DNSServerUp, m.MilterErrors, m.ConfigReloads,
 		m.Probes, m.ProbeDuration, m.ProbeRules, m.SPFRescues, m.SeparateTransactions, m.ProbesTLS, m.ProbesSkipped, m.BreakerTrips, m.FleetWaits, m.StoreUp, m.StoreErrors, m.HostnameUnqualified, m.BuildInfo,
-		m.SourceListed, m.ProbesPaused, m.ProbeConnections, m.PostmasterChecks)
+		m.SourceListed, m.ProbesPaused, m.ProbeConnections, m.PostmasterChecks, m.DMARCResults)
 	m.BuildInfo.WithLabelValues(version, runtime.Version()).Set(1)
 	m.zero()
 	return m
@@ -166,7 +171,7 @@ func (m *Metrics) zero() {
 	for _, r := range []string{"result", "timeout"} {
 		m.FleetWaits.WithLabelValues(r)
 	}
-	for _, r := range []string{"rescued", "refused", "tempfail", "trusted_forwarder"} {
+	for _, r := range []string{"rescued", "refused", "tempfail", "trusted_forwarder", "quarantined", "accepted"} {
 		m.SPFRescues.WithLabelValues(r)
 	}
 	for _, r := range []string{"accepted", "refused"} {

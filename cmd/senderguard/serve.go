@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/exporter-toolkit/web"
 
 	"github.com/senderguard/senderguard/checks/dkim"
+	"github.com/senderguard/senderguard/checks/dmarc"
 	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
 	"github.com/senderguard/senderguard/filter"
@@ -137,6 +138,7 @@ func runServe(args []string) int {
 	deps := filter.Deps{
 		SPF:     &spf.Checker{Resolver: q, Receiver: cfg.Host()},
 		DKIM:    &dkim.Verifier{Resolver: q},
+		DMARC:   &dmarc.Finder{Resolver: q},
 		Log:     logger,
 		Metrics: m,
 	}

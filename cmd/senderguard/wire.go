@@ -15,6 +15,7 @@ import (
 
 	"github.com/senderguard/senderguard/cache"
 	"github.com/senderguard/senderguard/checks/callout"
+	"github.com/senderguard/senderguard/checks/dmarc"
 	"github.com/senderguard/senderguard/checks/dnsbl"
 	"github.com/senderguard/senderguard/checks/resolver"
 	"github.com/senderguard/senderguard/checks/spf"
@@ -44,9 +45,13 @@ func newQuerier(c config.DNS, m *dnsHooks) (*resolver.Cached, error) {
 		hooks = m.cache
 	}
 	return resolver.NewCached(stub, resolver.CacheConfig{
-		Size: c.CacheSize, MaxBytes: int64(c.CacheMaxBytes), KeepTXT: spf.IsRecord, MinTTL: c.MinTTL.D(), MaxTTL: c.MaxTTL.D(), NegativeTTL: c.NegativeTTL.D(),
+		Size: c.CacheSize, MaxBytes: int64(c.CacheMaxBytes), KeepTXT: keepTXT, MinTTL: c.MinTTL.D(), MaxTTL: c.MaxTTL.D(), NegativeTTL: c.NegativeTTL.D(),
 	}, nil, hooks)
 }
+
+// keepTXT: the TXT strings a check reads (SPF records, DMARC policies);
+// the cache drops the rest of a TXT answer.
+func keepTXT(t string) bool { return spf.IsRecord(t) || dmarc.IsRecord(t) }
 
 // dnsHooks feed resolver events to metrics.
 type dnsHooks struct {
