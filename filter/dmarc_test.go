@@ -24,6 +24,11 @@ type dmarcRig struct {
 }
 
 func newDMARCRig(t *testing.T, edit func(*config.Config)) *dmarcRig {
+	return newDMARCRigKeys(t, edit, nil)
+}
+
+// newDMARCRigKeys is newDMARCRig with the keys of like (nil: new ones).
+func newDMARCRigKeys(t *testing.T, edit func(*config.Config), like *dmarcRig) *dmarcRig {
 	dr := &dmarcRig{rescueRig: &rescueRig{}}
 	dr.rig = newRigWith(t, "tcp", func(c *config.Config) {
 		c.SPFFailRescue = "dmarc"
@@ -35,9 +40,17 @@ func newDMARCRig(t *testing.T, edit func(*config.Config)) *dmarcRig {
 		d.DMARC = &dmarc.Finder{Resolver: d.SPF.Resolver}
 		d.Draw = func() int { return int(dr.draw.Load()) }
 	})
-	dr.keys(t)
-	dr.brand = testdkim.NewEd25519(t, "brand.test", "b")
-	dr.news = testdkim.NewEd25519(t, "mail.org.test", "n")
+	if like == nil {
+		dr.keys(t)
+		dr.brand = testdkim.NewEd25519(t, "brand.test", "b")
+		dr.news = testdkim.NewEd25519(t, "mail.org.test", "n")
+	} else {
+		dr.key, dr.other, dr.slow, dr.brand, dr.news = like.key, like.other, like.slow, like.brand, like.news
+		if err := dr.dns.Add(dr.key.Record(), dr.other.Record(), dr.slow.Record()); err != nil {
+			t.Fatal(err)
+		}
+		dr.dns.ServFail("s._domainkey.mail.fail.test")
+	}
 	if err := dr.dns.Add(dr.brand.Record(), dr.news.Record(),
 		`_dmarc.brand.test. 300 IN TXT "v=DMARC1; p=reject"`,
 		`_dmarc.reject.test. 300 IN TXT "v=DMARC1; p=reject"`,
@@ -209,5 +222,73 @@ func TestDKIMModeRecordsDMARCFacts(t *testing.T) {
 	}
 	if lineWith(dr.log.String(), "dmarc_disposition") {
 		t.Errorf("a disposition in dkim mode:\n%s", dr.log)
+	}
+}
+
+// TestReplayAnswersWhatDMARCWouldHaveDone: the decision lines of held
+// messages logged under spf_fail_rescue: dkim, replayed under dmarc,
+// give what dmarc decides live for the same messages; a line without
+// the DMARC facts (an older senderguard's) is unreplayable, and says so.
+func TestReplayAnswersWhatDMARCWouldHaveDone(t *testing.T) {
+	live := newDMARCRig(t, nil)
+	logged := newDMARCRigKeys(t, func(c *config.Config) { c.SPFFailRescue = "dkim" }, live)
+	msgs := map[string]string{
+		"brand signed":        live.brand.Sign(t, fromMessage("news@brand.test")),
+		"reject unsigned":     fromMessage("news@reject.test"),
+		"quarantine":          fromMessage("news@quar.test"),
+		"none":                fromMessage("news@none.test"),
+		"org sp=reject":       fromMessage("news@sub.org.test"),
+		"no policy, unsigned": fromMessage("news@nopolicy.test"),
+		"no policy, signed":   live.key.Sign(t, fromMessage("news@nopolicy.test")),
+		"two From fields":     fromMessage("news@none.test", "From: <other@none.test>"),
+		"policy down":         fromMessage("news@down.test"),
+	}
+	outcome := func(act *milter.Action) string {
+		switch {
+		case act.Type == milter.ActionAccept || act.Type == milter.ActionContinue:
+			return "accept"
+		case act.SMTPCode >= 500:
+			return "reject"
+		}
+		return "tempfail"
+	}
+	cfg := config.Default()
+	cfg.SPFFailRescue = "dmarc"
+	rp := filter.NewReplayer(cfg)
+	changed := 0
+	for name, raw := range msgs {
+		_, act := live.run(t, raw)
+		want := outcome(act)
+		logged.log.Reset()
+		_, act = logged.run(t, raw)
+		var line string
+		for _, l := range strings.Split(logged.log.String(), "\n") {
+			if strings.Contains(l, "msg=decision") {
+				line = l
+			}
+		}
+		d, err := filter.ParseDecision([]byte(line))
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		out, err := rp.Replay(d)
+		if err != nil {
+			t.Errorf("%s: unreplayable: %v\n%s", name, err, line)
+			continue
+		}
+		if out.Old != outcome(act) || out.New != want {
+			t.Errorf("%s: replay %s -> %s, want %s -> %s (live dmarc)\n%s", name, out.Old, out.New, outcome(act), want, line)
+		}
+		if out.Changed {
+			changed++
+		}
+	}
+	if changed < 3 {
+		t.Errorf("only %d decisions changed by dmarc", changed)
+	}
+	old := `level=INFO msg=decision client_ip=192.0.2.10 helo=h.test sender=a@fail.test outcome=reject spf_mailfrom=fail rcpt_domains=a.test rcpt_outcomes=a.test:held spf_fail_rescue=refused`
+	d, _ := filter.ParseDecision([]byte(old))
+	if _, err := rp.Replay(d); err == nil || !strings.Contains(err.Error(), "lacks") {
+		t.Errorf("an old line under dmarc: %v, want unreplayable", err)
 	}
 }

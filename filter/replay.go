@@ -10,6 +10,8 @@ import (
 	"strings"
 
 	"github.com/senderguard/senderguard/checks/callout"
+	"github.com/senderguard/senderguard/checks/dkim"
+	"github.com/senderguard/senderguard/checks/dmarc"
 	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
 )
@@ -37,6 +39,14 @@ type Decision struct {
 	SPFFailRescue    string  `json:"spf_fail_rescue"`
 	RcptDomains      string  `json:"rcpt_domains"`
 	RcptOutcomes     string  `json:"rcpt_outcomes"`
+	// What a held message showed at end of message (since DMARC came):
+	// its signatures, author domain and DMARC policy.
+	DKIM              string `json:"dkim"`
+	HeaderFrom        string `json:"header_from"`
+	HeaderFromProblem string `json:"header_from_problem"`
+	DMARC             string `json:"dmarc"`
+	DMARCPolicy       string `json:"dmarc_policy"`
+	DMARCDomain       string `json:"dmarc_domain"`
 }
 
 // ErrNotDecision marks a line that is not a decision line (it is
@@ -145,6 +155,18 @@ func (d *Decision) set(key, v string) {
 		d.RcptDomains = v
 	case "rcpt_outcomes":
 		d.RcptOutcomes = v
+	case "dkim":
+		d.DKIM = v
+	case "header_from":
+		d.HeaderFrom = v
+	case "header_from_problem":
+		d.HeaderFromProblem = v
+	case "dmarc":
+		d.DMARC = v
+	case "dmarc_policy":
+		d.DMARCPolicy = v
+	case "dmarc_domain":
+		d.DMARCDomain = v
 	}
 }
 
@@ -233,11 +255,16 @@ func (r *Replayer) Replay(d *Decision) (*Replayed, error) {
 	}
 	worst := Verdict{Action: config.Accept}
 	worstDry := false
+	var unreplayable error
 	judge := func(dom string) {
 		pol := rt.recipients.match(dom)
 		v, held := decide(pol, msg, true)
 		if held {
-			v = heldEnd(v, d.SPFFailRescue)
+			var err error
+			if v, err = replayHeld(pol.rescue, v, d); err != nil {
+				unreplayable = err
+				return
+			}
 		}
 		dry := pol.dryRun && v.Action != config.Accept
 		if v.severity() > worst.severity() || (v.severity() == worst.severity() && worstDry && !dry) {
@@ -249,6 +276,9 @@ func (r *Replayer) Replay(d *Decision) (*Replayed, error) {
 	}
 	for dom := range strings.FieldsSeq(d.RcptDomains) {
 		judge(dom)
+	}
+	if unreplayable != nil {
+		return nil, unreplayable
 	}
 	switch {
 	case worst.Action == config.Accept:
@@ -268,7 +298,7 @@ func (r *Replayer) Replay(d *Decision) (*Replayed, error) {
 // checked: the cautious reading).
 func heldEnd(held Verdict, logged string) Verdict {
 	switch logged {
-	case "rescued":
+	case "rescued", "quarantined", "accepted":
 		return Verdict{Action: config.Accept}
 	case "tempfail":
 		return Verdict{Action: config.TempFail, Code: 451, Status: "4.7.24", Check: "dkim"}
@@ -305,6 +335,12 @@ func worstOutcome(list, rescue string) (string, error) {
 			action = "dry-run"
 		case "held":
 			action = string(heldEnd(Verdict{Action: config.Reject}, rescue).Action)
+		case "held_dry_run":
+			if heldEnd(Verdict{Action: config.Reject}, rescue).Action == config.Accept {
+				action = "accept"
+			} else {
+				action = "dry-run"
+			}
 		}
 		r, ok := outcomeRank[action]
 		if !ok {
@@ -315,4 +351,105 @@ func worstOutcome(list, rescue string) (string, error) {
 		}
 	}
 	return worst, nil
+}
+
+// replayHeld decides a held SPF fail again under the rescue mode the new
+// policy gives it, from the facts its line recorded at end of message:
+// the signatures (dkim=), the author domain and the DMARC policy found.
+// Lines without those facts (not held when logged, or logged before
+// senderguard recorded them) replay as before for dkim (the logged
+// outcome, refused when there is none) and cannot be replayed for dmarc.
+func replayHeld(mode string, held Verdict, d *Decision) (Verdict, error) {
+	recorded := d.HeaderFrom != "" || d.HeaderFromProblem != ""
+	if !recorded {
+		if mode == rescueDMARC {
+			return held, errors.New("spf_fail_rescue: dmarc needs the DMARC facts of the message (header_from, dmarc, dkim), which this line lacks: it was not held when logged, or an older senderguard logged it")
+		}
+		return heldEnd(held, d.SPFFailRescue), nil
+	}
+	sigs, err := parseSigList(d.DKIM)
+	if err != nil {
+		return held, err
+	}
+	if mode == rescueDMARC {
+		v, decided, err := replayDMARC(held, d, sigs)
+		if err != nil || decided {
+			return v, err
+		}
+	}
+	sender := domainOf(*d.Sender)
+	var temp *dkim.Signature
+	for i := range sigs {
+		if !dkim.Aligned(sigs[i].Domain, sender) {
+			continue
+		}
+		switch sigs[i].Status {
+		case dkim.Pass:
+			return Verdict{Action: config.Accept}, nil
+		case dkim.TempError:
+			temp = &sigs[i]
+		}
+	}
+	if temp != nil {
+		return keyTempfail(temp), nil
+	}
+	return held, nil
+}
+
+// replayDMARC is dmarcEnd on a logged line; pct= is read as sampling the
+// message in (the strictest reading: replay cannot know the draw).
+func replayDMARC(held Verdict, d *Decision, sigs []dkim.Signature) (Verdict, bool, error) {
+	accept := Verdict{Action: config.Accept}
+	switch {
+	case d.HeaderFromProblem != "":
+		return held, true, nil
+	case d.DMARC == "temperror":
+		return Verdict{Action: config.TempFail, Code: 451, Status: "4.7.24", Check: "dmarc"}, true, nil
+	case d.DMARC == "pass":
+		return accept, true, nil
+	case d.DMARC != "fail":
+		return held, false, nil // no policy: the DKIM rescue decides
+	}
+	rec, err := parsePolicyComment(d.DMARCDomain, d.DMARCPolicy)
+	if err != nil {
+		return held, false, err
+	}
+	rec.Org = d.DMARCDomain != d.HeaderFrom
+	for _, s := range sigs {
+		if s.Status == dkim.TempError && dmarc.Aligned(rec.Strict, s.Domain, d.HeaderFrom) {
+			return keyTempfail(&s), true, nil
+		}
+	}
+	if rec.Disposition(0) == dmarc.Reject {
+		return Verdict{Action: config.Reject, Code: 550, Status: "5.7.1", Check: "dmarc"}, true, nil
+	}
+	return accept, true, nil
+}
+
+// parseSigList reads the decision line's dkim= ("d/s:status ...").
+func parseSigList(list string) ([]dkim.Signature, error) {
+	var sigs []dkim.Signature
+	for item := range strings.FieldsSeq(list) {
+		ds, status, ok := strings.Cut(item, ":")
+		dom, sel, ok2 := strings.Cut(ds, "/")
+		if !ok || !ok2 {
+			return nil, fmt.Errorf("dkim: %q", item)
+		}
+		sigs = append(sigs, dkim.Signature{Domain: dom, Selector: sel, Status: dkim.Status(status)})
+	}
+	return sigs, nil
+}
+
+// parsePolicyComment reads dmarc_policy ("p=reject sp=none pct=30
+// adkim=s", as Record.Comment writes it).
+func parsePolicyComment(domain, c string) (*dmarc.Record, error) {
+	txt := "v=DMARC1"
+	for f := range strings.FieldsSeq(c) {
+		txt += "; " + f
+	}
+	rec, err := dmarc.Parse(domain, txt)
+	if err != nil {
+		return nil, fmt.Errorf("dmarc_policy %q: %v", c, err)
+	}
+	return rec, nil
 }

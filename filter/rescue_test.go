@@ -9,6 +9,7 @@ import (
 
 	"github.com/senderguard/senderguard/cache"
 	"github.com/senderguard/senderguard/checks/dkim"
+	"github.com/senderguard/senderguard/checks/dmarc"
 	"github.com/senderguard/senderguard/checks/resolver"
 	"github.com/senderguard/senderguard/checks/spf"
 	"github.com/senderguard/senderguard/config"
@@ -216,18 +217,25 @@ func TestTrustedForwarderIsNotRefused(t *testing.T) {
 // signature, and an unsigned SPF fail refused at end of message.
 func BenchmarkRescue(b *testing.B) {
 	rr := &rescueRig{}
-	rr.rig = newRigWith(b, "tcp", nil, func(d *filter.Deps) {
+	dmarcMode := "dmarc"
+	rr.rig = newRigWith(b, "tcp", func(c *config.Config) {
+		// brand.example's recipients judge SPF fails by DMARC.
+		c.RecipientDomains = []config.RecipientDomain{{Name: "dmarc", Domains: []string{"brand.example"}, SPFFailRescue: &dmarcMode}}
+	}, func(d *filter.Deps) {
 		q, err := resolver.NewCached(d.SPF.Resolver, resolver.CacheConfig{}, nil, cache.Hooks{})
 		if err != nil {
 			b.Fatal(err)
 		}
 		d.SPF = &spf.Checker{Resolver: q, Receiver: "mx.test"}
 		d.DKIM = &dkim.Verifier{Resolver: q}
+		d.DMARC = &dmarc.Finder{Resolver: q}
 		d.Log = slog.New(slog.DiscardHandler)
 	})
 	rr.key = testdkim.NewEd25519(b, "fail.test", "sel")
 	rsaKey := testdkim.NewRSA(b, "fail.test", "rsa")
-	if err := rr.dns.Add(rr.key.Record(), rsaKey.Record()); err != nil {
+	brand := testdkim.NewEd25519(b, "brand.test", "b")
+	if err := rr.dns.Add(rr.key.Record(), rsaKey.Record(), brand.Record(),
+		`_dmarc.brand.test. 300 IN TXT "v=DMARC1; p=reject"`, `_dmarc.fail.test. 300 IN TXT "v=DMARC1; p=reject"`); err != nil {
 		b.Fatal(err)
 	}
 	body := strings.Repeat("a line of a forwarded message, 64 bytes long, or close to it..\n", 64)
@@ -239,6 +247,10 @@ func BenchmarkRescue(b *testing.B) {
 		{"fail-rescued-ed25519", "a@fail.test", rr.key.Sign(b, testdkim.Message("a@fail.test", "u@example.test", "bench", body)), 0},
 		{"fail-rescued-rsa2048", "a@fail.test", rsaKey.Sign(b, testdkim.Message("a@fail.test", "u@example.test", "bench", body)), 0},
 		{"fail-refused-unsigned", "a@fail.test", testdkim.Message("a@fail.test", "u@example.test", "bench", body), 550},
+		// spf_fail_rescue: dmarc (the recipient's policy): the From
+		// domain's policy decides.
+		{"dmarc-pass-from-signed", "a@fail.test", brand.Sign(b, testdkim.Message("news@brand.test", "u@brand.example", "bench", body)), 0},
+		{"dmarc-reject-unsigned", "a@fail.test", testdkim.Message("news@brand.test", "u@brand.example", "bench", body), 550},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -250,7 +262,11 @@ func BenchmarkRescue(b *testing.B) {
 				s.Conn("client.test", milter.FamilyInet, 25025, "192.0.2.10")
 				s.Helo("client.test")
 				s.Mail(bc.sender, "")
-				s.Rcpt("u@example.test", "")
+				rcpt := "u@example.test"
+				if strings.HasPrefix(bc.name, "dmarc") {
+					rcpt = "u@brand.example"
+				}
+				s.Rcpt(rcpt, "")
 				_, act := send(b, s, bc.raw)
 				if (bc.code == 0) != (act.Type == milter.ActionAccept || act.Type == milter.ActionContinue) {
 					b.Fatalf("%s: %s", bc.name, act)
