@@ -32,11 +32,17 @@ type Config struct {
 	TrustedNetworks  Networks `yaml:"trusted_networks"`
 	// Hostname names us in headers (receiver=, authserv-id) and in our
 	// callout EHLO; empty means the machine's host name.
-	Hostname                string   `yaml:"hostname"`
-	AuthservID              string   `yaml:"authserv_id"`
-	RemoveForgedAuthResults bool     `yaml:"remove_forged_authentication_results"`
-	RejectAt                string   `yaml:"reject_at"`
-	AlwaysAcceptRecipients  []string `yaml:"always_accept_recipients"`
+	Hostname                string `yaml:"hostname"`
+	AuthservID              string `yaml:"authserv_id"`
+	RemoveForgedAuthResults bool   `yaml:"remove_forged_authentication_results"`
+	// HeaderFields are the result fields added at end of message:
+	// authentication-results, received-spf (both by default); empty:
+	// none.
+	HeaderFields []string `yaml:"header_fields"`
+	// HideReceiver writes "<UNKNOWN>" for our name in Received-SPF.
+	HideReceiver           bool     `yaml:"hide_receiver"`
+	RejectAt               string   `yaml:"reject_at"`
+	AlwaysAcceptRecipients []string `yaml:"always_accept_recipients"`
 	// SPFFailRescue: "dkim" holds a MAIL FROM SPF fail whose action is a
 	// rejection until end of message, where a valid DKIM signature
 	// aligned with the sender's domain rescues it (forwarded mail);
@@ -126,6 +132,34 @@ type SPF struct {
 	CheckHELO     bool      `yaml:"check_helo"`
 	CheckMailFrom bool      `yaml:"check_mailfrom"`
 	Whitelist     Whitelist `yaml:"whitelist"`
+	// VoidLimit is RFC 7208 §4.6.4's void-lookup limit (2).
+	VoidLimit int `yaml:"void_limit"`
+	// SPFPolicy: how results turn into refusals beyond the action table
+	// (also per recipient domain).
+	SPFPolicy `yaml:",inline"`
+	// ReasonMessage, when set, is the text of SPF refusals: {rejectdefer}
+	// (rejected or deferred), {result}, {spf} (the explanation), {url}
+	// (ReasonURL; a sentence naming {url} is left out when it is empty).
+	ReasonMessage string `yaml:"reason_message"`
+	ReasonURL     string `yaml:"reason_url"`
+}
+
+// SPFPolicy are the SPF rules a recipient domain may override.
+type SPFPolicy struct {
+	// HELOFirst: a refusal for the HELO identity is given before MAIL
+	// FROM is judged (policyd-spf's order); off, the most severe wins.
+	HELOFirst bool `yaml:"helo_first"`
+	// HELONullSenderOnly: the HELO actions apply to the null sender
+	// only (policyd-spf's HELO_reject = Null).
+	HELONullSenderOnly bool `yaml:"helo_null_sender_only"`
+	// RejectOnlyNoMail: an SPF rejection is given only when the
+	// identity's record is exactly "v=spf1 -all" (a domain that sends no
+	// mail); otherwise the message is accepted.
+	RejectOnlyNoMail bool `yaml:"reject_only_no_mail"`
+	// RejectNotPassDomains: sender domains (and subdomains), and HELO
+	// names, whose fail, softfail and neutral are refused (commonly
+	// forged domains without -all).
+	RejectNotPassDomains []string `yaml:"reject_not_pass_domains"`
 }
 
 // Whitelist lists clients, sender domains and HELO names never judged.
@@ -133,6 +167,15 @@ type Whitelist struct {
 	Networks      Networks `yaml:"networks"`
 	SenderDomains []string `yaml:"sender_domains"`
 	HeloNames     []string `yaml:"helo_names"`
+	// VerifiedHeloNames: HELO names not judged when the client's
+	// address is one of the name's A/AAAA records (a forged HELO is not).
+	VerifiedHeloNames []string `yaml:"verified_helo_names"`
+	// SPFDomains: clients that pass the SPF record of one of these
+	// domains are not judged (trusted forwarders by their SPF record).
+	SPFDomains []string `yaml:"spf_domains"`
+	// PTRDomains: clients whose forward-confirmed reverse DNS name is
+	// one of these domains or below are not judged.
+	PTRDomains []string `yaml:"ptr_domains"`
 }
 
 type Callout struct {
@@ -187,6 +230,12 @@ type Callout struct {
 	// lookup so every domain a provider hosts is covered.
 	SkipMXHosts []string `yaml:"skip_mx_hosts"`
 }
+
+// Result fields senderguard can add (header_fields).
+const (
+	HeaderAuthResults = "authentication-results"
+	HeaderReceivedSPF = "received-spf"
+)
 
 // DefaultSkipMXHosts are the providers where a probe is harmful or tells
 // nothing (see the README's "Callouts without risk to the site"):
@@ -314,7 +363,8 @@ func Default() *Config {
 		Log:                     Log{Format: "text", Level: "info"},
 		DNS: DNS{Timeout: Duration(2e9), Attempts: 2, CacheSize: 100000, CacheMaxBytes: 64 << 20,
 			MaxTTL: Duration(24 * 3600e9), NegativeTTL: Duration(900e9)},
-		SPF: SPF{CheckHELO: true, CheckMailFrom: true},
+		SPF:          SPF{CheckHELO: true, CheckMailFrom: true, VoidLimit: 2},
+		HeaderFields: []string{HeaderAuthResults, HeaderReceivedSPF},
 		Callout: Callout{
 			Enabled: true, ProbeOn: []string{"none", "neutral", "softfail"}, Port: 25, Async: true,
 			StepTimeout: Duration(10e9), ProbeTimeout: Duration(30e9), CacheSize: 100000, BannerPatience: Duration(5e9),

@@ -22,6 +22,36 @@ type RecipientDomain struct {
 	Callout *RecipientCallout            `yaml:"callout"`
 	// SPFFailRescue overrides spf_fail_rescue for these domains.
 	SPFFailRescue *string `yaml:"spf_fail_rescue"`
+	// SPF overrides the SPF rules (spf.helo_first, ...) it names.
+	SPF *RecipientSPF `yaml:"spf"`
+}
+
+// RecipientSPF is the part of the SPF rules an entry may override.
+type RecipientSPF struct {
+	HELOFirst            *bool     `yaml:"helo_first"`
+	HELONullSenderOnly   *bool     `yaml:"helo_null_sender_only"`
+	RejectOnlyNoMail     *bool     `yaml:"reject_only_no_mail"`
+	RejectNotPassDomains *[]string `yaml:"reject_not_pass_domains"`
+}
+
+// MergedSPF is the global SPF rules with the entry's overrides.
+func (r *RecipientDomain) MergedSPF(global SPFPolicy) SPFPolicy {
+	p := global
+	if o := r.SPF; o != nil {
+		if o.HELOFirst != nil {
+			p.HELOFirst = *o.HELOFirst
+		}
+		if o.HELONullSenderOnly != nil {
+			p.HELONullSenderOnly = *o.HELONullSenderOnly
+		}
+		if o.RejectOnlyNoMail != nil {
+			p.RejectOnlyNoMail = *o.RejectOnlyNoMail
+		}
+		if o.RejectNotPassDomains != nil {
+			p.RejectNotPassDomains = *o.RejectNotPassDomains
+		}
+	}
+	return p
 }
 
 // RecipientCallout is the part of the callout settings an entry may
@@ -123,6 +153,11 @@ func (c *Config) validateRecipients() error {
 				if !validActionKey(id, res) {
 					return fieldErr(fmt.Sprintf("%s.actions.%s.%s", path, id, res), "not an action key: want spf_mailfrom, spf_helo or callout, then a result of that check")
 				}
+			}
+		}
+		if r.SPF != nil && r.SPF.RejectNotPassDomains != nil {
+			if err := validDomains(path+".spf.reject_not_pass_domains", *r.SPF.RejectNotPassDomains); err != nil {
+				return err
 			}
 		}
 		if r.SPFFailRescue != nil {

@@ -19,6 +19,7 @@ var restartOnly = []struct {
 	{"admin_listen", func(c *Config) any { return c.AdminListen }},
 	{"log.format", func(c *Config) any { return c.Log.Format }},
 	{"dns", func(c *Config) any { return c.DNS }},
+	{"spf.void_limit", func(c *Config) any { return c.SPF.VoidLimit }},
 	{"callout.cache_size", func(c *Config) any { return c.Callout.CacheSize }},
 	// The prober, its limits, source addresses and blocklist watch are
 	// built at start; a reload applies only enabled, probe_on and

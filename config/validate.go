@@ -60,6 +60,14 @@ func (c *Config) Validate() error {
 	if err := validRescue(c.SPFFailRescue); err != nil {
 		return fieldErr("spf_fail_rescue", "%v", err)
 	}
+	for _, h := range c.HeaderFields {
+		if h != HeaderAuthResults && h != HeaderReceivedSPF {
+			return fieldErr("header_fields", "%q: want %s or %s", h, HeaderAuthResults, HeaderReceivedSPF)
+		}
+	}
+	if err := c.SPF.validate(); err != nil {
+		return err
+	}
 	switch c.DMARCQuarantine {
 	case "quarantine", "header":
 	default:
@@ -281,6 +289,37 @@ func SocketAddr(s string) (network, address string) {
 		return "tcp", s[6:]
 	}
 	return "tcp", strings.TrimPrefix(s, "inet:")
+}
+
+func (s SPF) validate() error {
+	if s.VoidLimit < 1 {
+		return fieldErr("spf.void_limit", "must be at least 1 (RFC 7208 §4.6.4 says 2)")
+	}
+	if err := validDomains("spf.reject_not_pass_domains", s.RejectNotPassDomains); err != nil {
+		return err
+	}
+	for path, list := range map[string][]string{"spf.whitelist.verified_helo_names": s.Whitelist.VerifiedHeloNames,
+		"spf.whitelist.spf_domains": s.Whitelist.SPFDomains, "spf.whitelist.ptr_domains": s.Whitelist.PTRDomains} {
+		if err := validDomains(path, list); err != nil {
+			return err
+		}
+	}
+	for _, r := range s.ReasonMessage + s.ReasonURL {
+		if r < 0x20 || r > 0x7e {
+			return fieldErr("spf.reason_message", "reply text must be printable ASCII")
+		}
+	}
+	return nil
+}
+
+// validDomains checks a list of domain names.
+func validDomains(path string, list []string) error {
+	for _, d := range list {
+		if canon, err := CanonicalDomain(d); err != nil || canon == "" || strings.ContainsAny(canon, "*/ ") {
+			return fieldErr(path, "%q is not a domain name", d)
+		}
+	}
+	return nil
 }
 
 // validRescue checks an spf_fail_rescue value.

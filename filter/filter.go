@@ -8,6 +8,7 @@ import (
 	"context"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -57,6 +58,10 @@ type runtime struct {
 	heloNames, senderDomains []string
 	forwarderNames           []string // trusted_forwarders.names, canonical
 	skipProbe                []string // callout.skip_domains, canonical
+	// Which result fields end of message adds (header_fields).
+	authResults, receivedSPF bool
+	// The whitelists that need DNS (dnswhitelist.go), canonical.
+	verifiedHelo, spfDomains, ptrDomains []string
 }
 
 // Filter is shared by all sessions.
@@ -90,6 +95,10 @@ func (f *Filter) Apply(cfg *config.Config) {
 	rt.senderDomains = canonicalNames(cfg.SPF.Whitelist.SenderDomains)
 	rt.forwarderNames = canonicalNames(cfg.TrustedForwarders.Names)
 	rt.skipProbe = canonicalNames(cfg.Callout.SkipDomains)
+	rt.authResults = slices.Contains(cfg.HeaderFields, config.HeaderAuthResults)
+	rt.receivedSPF = slices.Contains(cfg.HeaderFields, config.HeaderReceivedSPF)
+	wl := &cfg.SPF.Whitelist
+	rt.verifiedHelo, rt.spfDomains, rt.ptrDomains = canonicalNames(wl.VerifiedHeloNames), canonicalNames(wl.SPFDomains), canonicalNames(wl.PTRDomains)
 	f.rt.Store(rt)
 }
 

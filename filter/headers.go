@@ -23,10 +23,14 @@ func (s *session) headers() []header {
 	if v := s.ourHeader(); v != "" {
 		hs = append(hs, header{OurHeader, v})
 	}
-	if f.SPFMail != nil {
-		hs = append(hs, header{"Received-SPF", f.SPFMail.ReceivedSPF(rt.hostname, s.conn.helo)})
+	if f.SPFMail != nil && rt.receivedSPF {
+		receiver := rt.hostname
+		if rt.cfg.HideReceiver {
+			receiver = "<UNKNOWN>"
+		}
+		hs = append(hs, header{"Received-SPF", f.SPFMail.ReceivedSPF(receiver, s.conn.helo)})
 	}
-	if ar := authResults(rt.authservID, f, msg.rescue, dmarcResinfo(msg)); ar != "" {
+	if ar := authResults(rt.authservID, f, msg.rescue, dmarcResinfo(msg)); ar != "" && rt.authResults {
 		hs = append(hs, header{"Authentication-Results", ar})
 	}
 	if msg.quarantine != "" {

@@ -80,9 +80,15 @@ func (msg *message) checkAttrs(attrs []slog.Attr) []slog.Attr {
 		if r.Problem != nil {
 			attrs = append(attrs, slog.String("spf_mailfrom_problem", r.Problem.Error()))
 		}
+		if r.NoMail {
+			attrs = append(attrs, slog.Bool("spf_mailfrom_no_mail", true)) // "v=spf1 -all"
+		}
 	}
 	if r := f.SPFHelo; r != nil {
 		attrs = append(attrs, slog.String("spf_helo", string(r.Status)))
+		if r.NoMail {
+			attrs = append(attrs, slog.Bool("spf_helo_no_mail", true))
+		}
 	}
 	if c := f.Callout; c != nil {
 		attrs = append(attrs, slog.String("callout", string(c.Class)), slog.String("callout_rule", c.RuleName()),

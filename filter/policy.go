@@ -51,13 +51,25 @@ type Facts struct {
 // Policy turns check results into a verdict. It never touches the network.
 type Policy struct {
 	actions config.Actions
+	rules   config.SPFPolicy
+	// notPass is rules.RejectNotPassDomains, canonical.
+	notPass              []string
+	reasonMsg, reasonURL string
 }
 
 // NewPolicy builds the policy of cfg.
-func NewPolicy(cfg *config.Config) *Policy { return &Policy{actions: cfg.Actions} }
+func NewPolicy(cfg *config.Config) *Policy { return newPolicy(cfg, cfg.Actions, cfg.SPF.SPFPolicy) }
+
+// newPolicy is the policy of cfg with these actions and SPF rules (a
+// recipient domain's).
+func newPolicy(cfg *config.Config, actions config.Actions, rules config.SPFPolicy) *Policy {
+	return &Policy{actions: actions, rules: rules, notPass: canonicalNames(rules.RejectNotPassDomains),
+		reasonMsg: cfg.SPF.ReasonMessage, reasonURL: cfg.SPF.ReasonURL}
+}
 
 // Decide returns the most severe verdict any check calls for; on a tie the
-// MAIL FROM SPF result comes first, then HELO SPF, then the callout.
+// MAIL FROM SPF result comes first, then HELO SPF, then the callout. With
+// spf.helo_first a HELO refusal decides before anything else.
 func (p *Policy) Decide(f *Facts) Verdict {
 	best := Verdict{Action: config.Accept}
 	consider := func(v Verdict) {
@@ -65,11 +77,21 @@ func (p *Policy) Decide(f *Facts) Verdict {
 			best = v
 		}
 	}
-	if f.SPFMail != nil && f.SPFMail.Identity == spf.MailFrom {
-		consider(p.spfVerdict(*p.actions.SPFMailFrom.For(string(f.SPFMail.Status)), f.SPFMail, f))
+	// The HELO actions judge the null sender (whose MAIL FROM identity is
+	// the HELO's, RFC 7208 §2.4), and every sender unless
+	// helo_null_sender_only.
+	if f.SPFHelo != nil && (!p.rules.HELONullSenderOnly || f.Sender == "") {
+		v := p.spfVerdict(p.spfAction(&p.actions.SPFHelo, f.SPFHelo, f.HELO), f.SPFHelo, f)
+		if p.rules.HELOFirst && v.severity() > 0 {
+			return v
+		}
+		consider(v)
 	}
-	if f.SPFHelo != nil {
-		consider(p.spfVerdict(*p.actions.SPFHelo.For(string(f.SPFHelo.Status)), f.SPFHelo, f))
+	if f.SPFMail != nil && f.SPFMail.Identity == spf.MailFrom {
+		v := p.spfVerdict(p.spfAction(&p.actions.SPFMailFrom, f.SPFMail, domainOf(f.Sender)), f.SPFMail, f)
+		if v.severity() >= best.severity() {
+			best = v // MAIL FROM first on a tie
+		}
 	}
 	if f.Callout != nil {
 		consider(p.calloutVerdict(f.Callout))
@@ -77,9 +99,33 @@ func (p *Policy) Decide(f *Facts) Verdict {
 	return best
 }
 
+// spfAction is the action for r: the table's, a refusal of fail,
+// softfail and neutral for a name in reject_not_pass_domains, and no
+// rejection unless the record is "v=spf1 -all" with reject_only_no_mail.
+func (p *Policy) spfAction(table *config.SPFActions, r *spf.Result, name string) config.Action {
+	a := *table.For(string(r.Status))
+	if len(p.notPass) > 0 && a.Verb != config.Reject && matchName(p.notPass, name, true) {
+		switch r.Status {
+		case spf.Fail, spf.Softfail, spf.Neutral:
+			a = config.Action{Verb: config.Reject, Code: 550, Status: "5.7.23"}
+			if f := table.Fail; f.Verb == config.Reject {
+				a.Code, a.Status = f.Code, f.Status
+			}
+		}
+	}
+	if p.rules.RejectOnlyNoMail && a.Verb == config.Reject && !r.NoMail {
+		return config.Action{Verb: config.Accept}
+	}
+	return a
+}
+
 func (p *Policy) spfVerdict(a config.Action, r *spf.Result, f *Facts) Verdict {
 	v := Verdict{Action: a.Verb, Code: a.Code, Status: a.Status, Text: a.Text, Check: "spf_" + string(r.Identity)}
 	if v.Action == config.Accept || v.Text != "" {
+		return v
+	}
+	if p.reasonMsg != "" {
+		v.Text = reasonText(p.reasonMsg, p.reasonURL, v.Action, r)
 		return v
 	}
 	who := "sender " + r.Sender
@@ -133,4 +179,44 @@ func (p *Policy) calloutVerdict(r *callout.Result) Verdict {
 // as a format string).
 func replyText(s string) string {
 	return strings.ReplaceAll(safetext.Printable(s, 300), "%", "")
+}
+
+// reasonText expands spf.reason_message: {rejectdefer}, {result}, {spf}
+// (the explanation: the record's exp= for fail, else a description) and
+// {url}; without a URL, the sentence that names {url} is left out.
+func reasonText(tmpl, url string, verb config.Verb, r *spf.Result) string {
+	if url == "" {
+		tmpl = dropSentence(tmpl, "{url}")
+	}
+	rd := "rejected"
+	if verb == config.TempFail {
+		rd = "deferred"
+	}
+	why := r.Explanation
+	if r.Status != spf.Fail || why == "" {
+		why = "SPF " + string(r.Status) + ": " + r.Comment()
+	}
+	return replyText(strings.NewReplacer("{rejectdefer}", rd, "{result}", string(r.Status), "{spf}", why, "{url}", url).Replace(tmpl))
+}
+
+// dropSentence removes from s the sentence containing mark: from the end
+// of the sentence before it (". ") to its own end.
+func dropSentence(s, mark string) string {
+	i := strings.Index(s, mark)
+	if i < 0 {
+		return s
+	}
+	start := strings.LastIndex(s[:i], ". ")
+	if start < 0 {
+		start = 0
+	} else {
+		start += 1 // keep the period that ends the sentence before
+	}
+	end := len(s)
+	if j := strings.Index(s[i:], ". "); j >= 0 {
+		end = i + j + 1
+	} else if strings.HasSuffix(s, ".") && start > 0 {
+		end = len(s)
+	}
+	return strings.TrimSpace(s[:start] + s[end:])
 }

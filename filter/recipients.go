@@ -69,7 +69,7 @@ func newRecipients(cfg *config.Config) *recipientTable {
 	t := &recipientTable{def: g, exact: map[string]*rcptPolicy{}, wild: map[string]*rcptPolicy{}, allCallout: g.callout}
 	for i := range cfg.RecipientDomains {
 		e := &cfg.RecipientDomains[i]
-		p := &rcptPolicy{label: e.Label(i), policy: &Policy{actions: e.Merged(cfg.Actions)}, dryRun: g.dryRun, callout: g.callout, probeOn: g.probeOn, rescue: g.rescue}
+		p := &rcptPolicy{label: e.Label(i), policy: newPolicy(cfg, e.Merged(cfg.Actions), e.MergedSPF(cfg.SPF.SPFPolicy)), dryRun: g.dryRun, callout: g.callout, probeOn: g.probeOn, rescue: g.rescue}
 		if e.DryRun != nil {
 			p.dryRun = *e.DryRun
 		}

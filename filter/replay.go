@@ -32,6 +32,8 @@ type Decision struct {
 	SPFMailMechanism string  `json:"spf_mailfrom_mechanism"`
 	SPFMailOpen      string  `json:"spf_mailfrom_open"`
 	SPFHelo          string  `json:"spf_helo"`
+	SPFMailNoMail    any     `json:"spf_mailfrom_no_mail"` // true (JSON) or "true" (text)
+	SPFHeloNoMail    any     `json:"spf_helo_no_mail"`
 	Callout          string  `json:"callout"`
 	CalloutCached    any     `json:"callout_cached"` // true (JSON) or "true" (text)
 	CalloutRule      string  `json:"callout_rule"`
@@ -141,6 +143,10 @@ func (d *Decision) set(key, v string) {
 		d.SPFMailOpen = v
 	case "spf_helo":
 		d.SPFHelo = v
+	case "spf_mailfrom_no_mail":
+		d.SPFMailNoMail = v
+	case "spf_helo_no_mail":
+		d.SPFHeloNoMail = v
 	case "callout":
 		d.Callout = v
 	case "callout_cached":
@@ -170,7 +176,10 @@ func (d *Decision) set(key, v string) {
 	}
 }
 
-func (d *Decision) cached() bool { return d.CalloutCached == true || d.CalloutCached == "true" }
+func (d *Decision) cached() bool { return isTrue(d.CalloutCached) }
+
+// isTrue reads a logged boolean: true in JSON, "true" in text.
+func isTrue(v any) bool { return v == true || v == "true" }
 
 // Replayed is a decision made again.
 type Replayed struct {
@@ -237,13 +246,13 @@ func (r *Replayer) Replay(d *Decision) (*Replayed, error) {
 	f.ClientIP, f.HELO, f.Sender = *d.ClientIP, helo, sender
 	if d.SPFMail != "" {
 		f.SPFMail = &spf.Result{Status: spf.Status(d.SPFMail), Identity: spf.MailFrom, IP: ip, Sender: sender,
-			Mechanism: d.SPFMailMechanism, Open: d.SPFMailOpen != ""}
+			Mechanism: d.SPFMailMechanism, Open: d.SPFMailOpen != "", NoMail: isTrue(d.SPFMailNoMail)}
 		if sender == "" {
 			f.SPFMail.Identity = spf.HELO // the null sender is judged by HELO
 		}
 	}
 	if d.SPFHelo != "" {
-		f.SPFHelo = &spf.Result{Status: spf.Status(d.SPFHelo), Identity: spf.HELO, IP: ip, Sender: "postmaster@" + helo}
+		f.SPFHelo = &spf.Result{Status: spf.Status(d.SPFHelo), Identity: spf.HELO, IP: ip, Sender: "postmaster@" + helo, NoMail: isTrue(d.SPFHeloNoMail)}
 	}
 	if d.Callout != "" {
 		f.Callout = &callout.Result{Class: callout.Class(d.Callout), Address: sender, Cached: d.cached(), Rule: d.CalloutRule}

@@ -143,6 +143,9 @@ func (s *session) MailFrom(from, esmtpArgs string, m milter.Modifier) (resp *mil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), rt.cfg.StageBudget.D())
 	defer cancel()
+	if msg.skip = s.dnsWhitelisted(ctx, rt); msg.skip != "" {
+		return respContinue, nil
+	}
 	s.runChecks(ctx, rt, msg)
 	if f := msg.facts.SPFMail; f != nil && f.Status == spf.Fail {
 		if msg.forwarder = rt.trustedForwarder(s.conn.ip, s.conn.name); msg.forwarder != "" {

@@ -31,6 +31,9 @@ type Checker struct {
 	Receiver string
 	// Now is the clock for %{t}; nil means time.Now.
 	Now func() time.Time
+	// VoidLimit is the void-lookup limit (RFC 7208 §4.6.4 says 2, the
+	// default when 0).
+	VoidLimit int
 
 	// parsed caches parsed records by their text: records are immutable
 	// once parsed, and parsing is most of an evaluation's cost. The same
@@ -100,7 +103,7 @@ func (c *Checker) check(ctx context.Context, id Identity, ip netip.Addr, helo, s
 	res := Result{
 		Status: h.status, Identity: id, IP: ip, Sender: e.env.sender,
 		Domain: h.domain, Mechanism: h.mech, Open: h.open, Explanation: h.explanation, Problem: h.problem,
-		Lookups: e.lookups, VoidLookups: e.voids,
+		Lookups: e.lookups, VoidLookups: e.voids, NoMail: e.topRecord == noMailRecord,
 	}
 	if e.trace != nil {
 		e.tracef("result %s (lookups %d, void %d)", res.Status, e.lookups, e.voids)
@@ -132,7 +135,11 @@ type evaluation struct {
 	validated      []string // validated PTR names, for %{p}
 	includeOpen    bool     // the last include matched by an open term
 	validatedDone  bool
+	topRecord      string // the checked domain's own record
 }
+
+// noMailRecord is the record of a domain that sends no mail at all.
+const noMailRecord = "v=spf1 -all"
 
 // hostResult is the outcome of check_host() for one domain.
 type hostResult struct {
@@ -177,6 +184,9 @@ func (e *evaluation) checkHost(domain string, top bool) hostResult {
 			e.tracef("%s: no SPF record: none", domain)
 		}
 		return hostResult{status: None, domain: domain}
+	}
+	if top && e.topRecord == "" {
+		e.topRecord = txt
 	}
 	if e.trace != nil {
 		e.tracef("%s: %q", domain, txt)
@@ -264,7 +274,14 @@ func (e *evaluation) countLookup() error {
 func (e *evaluation) countVoid(a *resolver.Answer) error {
 	if a.Void() {
 		e.voids++
-		if e.voids > maxVoidLookups {
+		limit := e.c.VoidLimit
+		if limit <= 0 {
+			limit = maxVoidLookups
+		}
+		if e.voids > limit {
+			if limit != maxVoidLookups {
+				return voidLimitError(limit)
+			}
 			return ErrTooManyVoidLookups
 		}
 	}

@@ -4,6 +4,7 @@ package spf
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 )
 
@@ -31,13 +32,19 @@ const (
 // Problems behind permerror and temperror, wrapped with context.
 var (
 	ErrTooManyLookups     = errors.New("more than 10 DNS-querying terms")      // RFC 7208 §4.6.4
-	ErrTooManyVoidLookups = errors.New("more than 2 void lookups")             // RFC 7208 §4.6.4
+	ErrTooManyVoidLookups = errors.New("more than 2 void lookups")             // RFC 7208 §4.6.4 (see voidLimitError)
 	ErrTooManyMX          = errors.New("more than 10 MX hosts in one mx term") // RFC 7208 §4.6.4
 	ErrMultipleRecords    = errors.New("more than one v=spf1 record")          // RFC 7208 §4.5
 	ErrSyntax             = errors.New("syntax error")                         // RFC 7208 §4.6
 	ErrNoRecord           = errors.New("no SPF record at include or redirect target")
 	ErrDNS                = errors.New("DNS failure")
 )
+
+// voidLimitError is ErrTooManyVoidLookups under a limit other than 2.
+type voidLimitError int
+
+func (e voidLimitError) Error() string        { return fmt.Sprintf("more than %d void lookups", int(e)) }
+func (e voidLimitError) Is(target error) bool { return target == ErrTooManyVoidLookups }
 
 // Result is the outcome of one check_host() evaluation with its evidence.
 type Result struct {
@@ -55,6 +62,9 @@ type Result struct {
 	Problem     error  // for temperror and permerror
 	Lookups     int    // DNS-querying terms used
 	VoidLookups int
+	// NoMail: the domain's record is exactly "v=spf1 -all", a domain
+	// that sends no mail at all.
+	NoMail bool
 }
 
 // DefaultExplanation is given for fail when the record has no usable exp=.

@@ -190,3 +190,34 @@ func TestDomainSpecEndingInAnEscape(t *testing.T) {
 		}
 	}
 }
+
+// TestVoidLimitAndNoMail: the void-lookup limit is configurable (RFC 7208
+// §4.6.4's 2 by default), and a domain whose record is exactly
+// "v=spf1 -all" is marked as sending no mail.
+func TestVoidLimitAndNoMail(t *testing.T) {
+	srv := testdns.Start(t,
+		`void.test. 300 IN TXT "v=spf1 a:n1.void.test a:n2.void.test a:n3.void.test -all"`,
+		`nomail.test. 300 IN TXT "v=spf1 -all"`,
+		`almost.test. 300 IN TXT "v=spf1 -all exp=x.almost.test"`,
+		`redir.test. 300 IN TXT "v=spf1 redirect=nomail.test"`,
+	)
+	q := &resolver.Stub{Servers: []string{srv.Addr}, Timeout: time.Second, Attempts: 1}
+	ip := netip.MustParseAddr("192.0.2.1")
+	for _, tc := range []struct {
+		limit   int
+		status  spf.Status
+		problem string
+	}{{0, spf.PermError, "more than 2 void lookups"}, {2, spf.PermError, "more than 2 void lookups"}, {3, spf.Fail, ""}, {1, spf.PermError, "more than 1 void lookups"}} {
+		c := &spf.Checker{Resolver: q, VoidLimit: tc.limit}
+		r := c.CheckMailFrom(t.Context(), ip, "h", "u@void.test")
+		if r.Status != tc.status || (tc.problem != "" && (r.Problem == nil || r.Problem.Error() != "void.test: "+tc.problem && !strings.HasSuffix(r.Problem.Error(), tc.problem))) {
+			t.Errorf("limit %d: %s %v, want %s %q", tc.limit, r.Status, r.Problem, tc.status, tc.problem)
+		}
+	}
+	c := &spf.Checker{Resolver: q}
+	for domain, want := range map[string]bool{"nomail.test": true, "almost.test": false, "redir.test": false, "void.test": false} {
+		if r := c.CheckMailFrom(t.Context(), ip, "h", "u@"+domain); r.NoMail != want {
+			t.Errorf("%s: NoMail %v, want %v", domain, r.NoMail, want)
+		}
+	}
+}

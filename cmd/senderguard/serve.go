@@ -136,7 +136,7 @@ func runServe(args []string) int {
 		return 1
 	}
 	deps := filter.Deps{
-		SPF:     &spf.Checker{Resolver: q, Receiver: cfg.Host()},
+		SPF:     &spf.Checker{Resolver: q, Receiver: cfg.Host(), VoidLimit: cfg.SPF.VoidLimit},
 		DKIM:    &dkim.Verifier{Resolver: q},
 		DMARC:   &dmarc.Finder{Resolver: q},
 		Log:     logger,

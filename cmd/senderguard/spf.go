@@ -38,7 +38,7 @@ func runSPF(args []string) int {
 		fmt.Fprintln(os.Stderr, "senderguard spf:", err)
 		return 2
 	}
-	checker := &spf.Checker{Resolver: q, Receiver: cfg.Host()}
+	checker := &spf.Checker{Resolver: q, Receiver: cfg.Host(), VoidLimit: cfg.SPF.VoidLimit}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var opts []spf.Option
