@@ -3,6 +3,7 @@ package config
 import (
 	"flag"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 )
@@ -53,13 +54,90 @@ func (v *flagValue) Set(s string) error {
 }
 
 // BindFlags defines one flag per setting on fs.
-func BindFlags(fs *flag.FlagSet) *Overrides {
+func BindFlags(fs *flag.FlagSet) *Overrides { return BindFlagsFor(fs, nil) }
+
+// BindFlagsFor defines the flags of the settings use accepts (nil: all):
+// a command binds those it reads.
+func BindFlagsFor(fs *flag.FlagSet, use func(name string) bool) *Overrides {
 	o := &Overrides{defs: map[string]flagDef{}}
 	for _, d := range flagDefs() {
+		if use != nil && !use(d.name) {
+			continue
+		}
 		o.defs[d.name] = d
 		fs.Var(&flagValue{o: o, name: d.name, def: d}, d.name, d.usage)
 	}
 	return o
+}
+
+// Sections of the YAML file, in its order; flags are listed under them.
+var Sections = []string{"general", "log", "dns", "spf", "callout", "actions", "redis"}
+
+// FlagSection is the YAML section of a setting's flag ("general": the
+// top level), "" for a flag that is no setting.
+func FlagSection(name string) string {
+	found := false
+	for _, d := range flagDefs() {
+		if d.name == name {
+			found = true
+			break
+		}
+	}
+	switch {
+	case !found:
+		return ""
+	case name == "spf-fail-rescue":
+		return "general"
+	case strings.HasPrefix(name, "dns"):
+		return "dns"
+	case strings.HasPrefix(name, "spf-"), strings.HasPrefix(name, "whitelist-"):
+		return "spf"
+	case strings.HasPrefix(name, "callout"):
+		return "callout"
+	case strings.HasPrefix(name, "action-"):
+		return "actions"
+	case strings.HasPrefix(name, "redis"):
+		return "redis"
+	case strings.HasPrefix(name, "log-"):
+		return "log"
+	}
+	return "general"
+}
+
+// PrintFlags writes fs's flags as the flag package would, grouped: the
+// command's own first, then each YAML section's settings.
+func PrintFlags(fs *flag.FlagSet, w io.Writer) {
+	groups := map[string][]*flag.Flag{}
+	fs.VisitAll(func(f *flag.Flag) {
+		sec := FlagSection(f.Name)
+		groups[sec] = append(groups[sec], f)
+	})
+	print := func(title string, list []*flag.Flag) {
+		if len(list) == 0 {
+			return
+		}
+		fmt.Fprintf(w, "\n%s:\n", title)
+		for _, f := range list {
+			kind, usage := flag.UnquoteUsage(f)
+			line := "  -" + f.Name
+			if kind != "" {
+				line += " " + kind
+			}
+			line += "\n    \t" + strings.ReplaceAll(usage, "\n", "\n    \t")
+			if def := f.DefValue; def != "" && def != "false" && def != "0" {
+				line += fmt.Sprintf(" (default %q)", def)
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+	print("this command", groups[""])
+	for _, sec := range Sections {
+		title := sec + " settings"
+		if sec == "general" {
+			title = "top-level settings"
+		}
+		print(title, groups[sec])
+	}
 }
 
 // Apply sets the given flags on c, in command-line order, and validates.

@@ -62,6 +62,14 @@ func TestCommands(t *testing.T) {
 		{[]string{"check-config", "-callout-source-ipv4", "192.0.2.44"}, 1, "callout.source_ipv4: 192.0.2.44 is not an address of this host"},
 		{[]string{"serve", "-callout-source-ipv6", "2001:db8::44"}, 1, "callout.source_ipv6: 2001:db8::44 is not an address of this host"},
 		{[]string{"check-config", "-callout-source-ipv4", "127.0.0.44"}, 0, "source_ipv4: 127.0.0.44"},
+		// The command line explains itself: the commands first, each
+		// command's settings grouped as in the YAML, a probe without
+		// reject actions, every setting one command away.
+		{[]string{"-h"}, 0, "usage: senderguard [command] [flags]\n\ncommands:\n  serve "},
+		{[]string{"probe", "-h"}, 0, "callout settings:\n  -callout-allow-private"},
+		{[]string{"spf", "-h"}, 0, "dns settings:"},
+		{[]string{"serve", "-h"}, 0, "actions settings:\n  -action-callout-catch-all"},
+		{[]string{"probe", "-action-spf-mailfrom-fail", "accept", "a@b.example"}, 2, "flag provided but not defined: -action-spf-mailfrom-fail"},
 		{[]string{"serve", "-dry-run", "version"}, 2, "unexpected argument \"version\""},
 		{[]string{"frobnicate"}, 2, "unknown command"},
 	}

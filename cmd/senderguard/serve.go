@@ -78,11 +78,22 @@ func configFlags(name string, args []string) (cfg *config.Config, path string, o
 func configFlagSet(name string, args []string, bind func(*flag.FlagSet), positional bool) (cfg *config.Config, path string, ov *config.Overrides, rest []string, code int) {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	p := fs.String("config", "", "YAML config file (default: embedded defaults)")
-	ov = config.BindFlags(fs)
+	cmd := commands[name]
+	ov = config.BindFlagsFor(fs, cmd.uses)
 	if bind != nil {
 		bind(fs)
 	}
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: senderguard %s\n\n%s\n", cmd.usage, cmd.about)
+		if cmd.uses != nil {
+			fmt.Fprintln(fs.Output(), "\nThe settings below are those this command reads; \"senderguard serve -h\" lists them all.")
+		}
+		config.PrintFlags(fs, fs.Output())
+	}
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, "", nil, nil, 0
+		}
 		return nil, "", nil, nil, 2
 	}
 	if fs.NArg() > 0 && !positional {
