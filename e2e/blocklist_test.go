@@ -23,9 +23,15 @@ type instance struct {
 // configuration) and a Postfix in front of it; both stop when t ends.
 func startInstance(t *testing.T, name, cfg string) *instance {
 	t.Helper()
+	return startInstanceRaw(t, name, baseConfig+cfg)
+}
+
+// startInstanceRaw is startInstance on cfg alone (no base configuration).
+func startInstanceRaw(t *testing.T, name, cfg string) *instance {
+	t.Helper()
 	in := &instance{milter: freePort(), metrics: freePort(), logPath: filepath.Join(h.work, name+".log")}
 	path := filepath.Join(h.work, name+".yaml")
-	if err := os.WriteFile(path, []byte(baseConfig+cfg), 0o644); err != nil {
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	logf, err := os.Create(in.logPath)

@@ -92,6 +92,9 @@ func freePort() string {
 }
 
 func TestMain(m *testing.M) {
+	if zone := os.Getenv(zoneServerEnv); zone != "" {
+		os.Exit(serveZone(zone)) // re-executed inside a network namespace (policydspf_test.go)
+	}
 	if os.Geteuid() != 0 {
 		fmt.Println("e2e: skipped: needs root to run Postfix and Sendmail")
 		os.Exit(0)

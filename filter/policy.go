@@ -193,7 +193,7 @@ func reasonText(tmpl, url string, verb config.Verb, r *spf.Result) string {
 		rd = "deferred"
 	}
 	why := r.Explanation
-	if r.Status != spf.Fail || why == "" {
+	if r.Status != spf.Fail || why == "" || why == spf.DefaultExplanation {
 		why = "SPF " + string(r.Status) + ": " + r.Comment()
 	}
 	return replyText(strings.NewReplacer("{rejectdefer}", rd, "{result}", string(r.Status), "{spf}", why, "{url}", url).Replace(tmpl))

@@ -62,7 +62,7 @@ func TestSPFRules(t *testing.T) {
 		{"reason_message without a URL", func(c *config.Config) {
 			c.SPF.ReasonMessage = "Message {rejectdefer} due to: {spf}. Please see {url}"
 			c.SPFFailRescue = "none"
-		}, "192.0.2.10", "client.test", "a@other.test", 550, "5.7.23 Message rejected due to: see https://www.rfc-editor.org/rfc/rfc7208#section-2.6.4"},
+		}, "192.0.2.10", "client.test", "a@other.test", 550, "5.7.23 Message rejected due to: SPF fail: domain of a@other.test does not designate 192.0.2.10 as permitted sender"},
 		{"reason_message with a URL", func(c *config.Config) {
 			c.SPF.ReasonMessage = "Message {rejectdefer} due to: {result}. Please see {url}"
 			c.SPF.ReasonURL = "https://mx.example/spf"

@@ -1,10 +1,11 @@
 #!/bin/bash
 # scripts/deps.sh: installs what senderguard's tests need on Debian 12:
-# Postfix and swaks for the end-to-end tests, the libraries Debian's
+# Postfix and swaks for the end-to-end tests, policyd-spf (compared with
+# senderguard on the configuration imported from its file), the libraries Debian's
 # Sendmail, Exim and OpenSMTPD binaries need (they are unpacked, as they
 # conflict with postfix), redis-server, and the Go modules.
 set -eu
-pkgs="postfix swaks redis-server prometheus opendmarc podman runc busybox-static m4 libdb5.3 libldap-2.5-0 liblockfile1 libnsl2 libsasl2-2 libssl3 libwrap0 iproute2 libidn12 libevent-2.1-7 util-linux"
+pkgs="postfix swaks redis-server prometheus opendmarc podman runc busybox-static m4 libdb5.3 libldap-2.5-0 liblockfile1 libnsl2 libsasl2-2 libssl3 libwrap0 iproute2 libidn12 libevent-2.1-7 util-linux postfix-policyd-spf-python"
 missing=
 for p in $pkgs; do dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"; done
 if [ -n "$missing" ]; then
