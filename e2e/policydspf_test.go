@@ -305,4 +305,3 @@ func TestSameDecisionsAsPolicydSPF(t *testing.T) {
 		})
 	}
 }
-
