@@ -201,3 +201,19 @@ func TestCalloutSourcesMustBeOurs(t *testing.T) {
 		}
 	}
 }
+
+// TestRecipientSPFRules: an entry's spf: block overrides the rules it
+// names, and only those.
+func TestRecipientSPFRules(t *testing.T) {
+	c, err := Parse("r.yaml", []byte("spf:\n  helo_first: true\nrecipient_domains:\n  - domains: [x.example]\n    spf:\n      reject_only_no_mail: true\n      reject_not_pass_domains: [aol.com]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.RecipientDomains[0].MergedSPF(c.SPF.SPFPolicy)
+	if !p.HELOFirst || !p.RejectOnlyNoMail || p.HELONullSenderOnly || len(p.RejectNotPassDomains) != 1 {
+		t.Errorf("merged: %+v", p)
+	}
+	if _, err := Parse("r.yaml", []byte("recipient_domains:\n  - domains: [x.example]\n    spf:\n      reject_not_pass_domains: [\"not a domain\"]\n")); err == nil || !strings.Contains(err.Error(), "recipient_domains.0.spf.reject_not_pass_domains") {
+		t.Errorf("bad domain: %v", err)
+	}
+}

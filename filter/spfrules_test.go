@@ -149,3 +149,25 @@ func TestHeaderFieldsAndHiddenReceiver(t *testing.T) {
 		}
 	}
 }
+
+// TestSPFRulesPerRecipientDomain: an entry of recipient_domains
+// overrides the SPF rules it names for its recipients only.
+func TestSPFRulesPerRecipientDomain(t *testing.T) {
+	forged := []string{"soft.test"}
+	r := newRig(t, "tcp", func(c *config.Config) {
+		c.RecipientDomains = []config.RecipientDomain{{Name: "strict", Domains: []string{"strict.example"},
+			SPF: &config.RecipientSPF{RejectNotPassDomains: &forged}}}
+	})
+	s := r.session("192.0.2.10")
+	r.want(s.Mail("a@soft.test", ""))
+	r.want(s.Rcpt("u@example.test", ""))
+	a, err := s.Rcpt("u@strict.example", "")
+	r.reply(a, err, 550, "5.7.23 SPF softfail")
+	if !lineWith(r.log.String(), "rcpt_outcomes=\"example.test:accept strict.example:reject\"") {
+		// The line is written when the transaction ends.
+		r.end(s)
+		if !lineWith(r.log.String(), "example.test:accept strict.example:reject") {
+			t.Errorf("decision line:\n%s", r.log)
+		}
+	}
+}

@@ -21,6 +21,7 @@ import (
 	"github.com/miekg/dns"
 	"golang.org/x/net/publicsuffix"
 
+	"github.com/senderguard/senderguard/checks/dkim"
 	"github.com/senderguard/senderguard/checks/resolver"
 )
 
@@ -185,22 +186,13 @@ func (f *Finder) lookup(ctx context.Context, domain string) (*Record, error) {
 
 // Aligned reports whether a DKIM signing domain is aligned with the From
 // domain (RFC 7489 §3.1.1): the same name in strict mode, the same
-// organizational domain in relaxed mode.
+// organizational domain in relaxed mode (dkim.Aligned).
 func Aligned(strict bool, signer, from string) bool {
+	if !strict {
+		return dkim.Aligned(signer, from)
+	}
 	signer = strings.ToLower(strings.TrimSuffix(signer, "."))
-	from = strings.ToLower(strings.TrimSuffix(from, "."))
-	if signer == "" || from == "" {
-		return false
-	}
-	if signer == from {
-		return true
-	}
-	if strict {
-		return false
-	}
-	a, err1 := publicsuffix.EffectiveTLDPlusOne(signer)
-	b, err2 := publicsuffix.EffectiveTLDPlusOne(from)
-	return err1 == nil && err2 == nil && a == b
+	return signer != "" && signer == strings.ToLower(strings.TrimSuffix(from, "."))
 }
 
 // Errors of the From field (RFC 7489 §6.6.1 lets a receiver refuse such
