@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"time"
 
 	"github.com/d--j/go-milter"
 
@@ -53,12 +54,23 @@ func (msg *message) noteFrom(value string) {
 	}
 }
 
-// checkDMARC finds the held message's author domain, its DMARC policy
-// (within the stage budget) and the DMARC result of its signatures. It
-// runs for every held message, whatever the rescue mode, so that the
-// decision line tells replay what spf_fail_rescue: dmarc would do.
-func (s *session) checkDMARC() {
+// dmarcLookup is a policy lookup under way: it starts at the end of the
+// header section, while the body streams, so that end of message waits
+// for it at most the stage budget.
+type dmarcLookup struct {
+	done   chan struct{}
+	rec    *dmarc.Record
+	err    error
+	cancel context.CancelFunc
+}
+
+// startDMARC finds the held message's author domain and starts looking
+// up its DMARC policy (within the stage budget), once.
+func (s *session) startDMARC() {
 	msg := s.msg
+	if msg.dmarc != nil {
+		return
+	}
 	dc := &dmarcCheck{}
 	msg.dmarc = dc
 	froms := msg.froms
@@ -66,12 +78,53 @@ func (s *session) checkDMARC() {
 		froms = append(froms, "") // more fields than kept: several
 	}
 	dc.from, dc.fromErr = dmarc.AuthorDomain(froms)
-	if dc.fromErr != nil || s.f.deps.DMARC == nil {
+	finder := s.f.deps.DMARC
+	if dc.fromErr != nil || finder == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), msg.rt.cfg.StageBudget.D())
-	defer cancel()
-	dc.rec, dc.err = s.f.deps.DMARC.Find(ctx, dc.from)
+	l := &dmarcLookup{done: make(chan struct{}), cancel: cancel}
+	msg.dmarcLookup = l
+	from := dc.from
+	go func() {
+		defer close(l.done)
+		defer func() {
+			if p := recover(); p != nil { // a bug must not end the process
+				l.err = fmt.Errorf("%w: internal error: %v", dmarc.ErrTemporary, p)
+			}
+		}()
+		l.rec, l.err = finder.Find(ctx, from)
+	}()
+}
+
+// endDMARC abandons a lookup the message will not use.
+func (msg *message) endDMARC() {
+	if msg != nil && msg.dmarcLookup != nil {
+		msg.dmarcLookup.cancel()
+	}
+}
+
+// checkDMARC completes what DMARC says of a held message: its policy
+// (waiting for the lookup at most the stage budget from now) and the
+// DMARC result of its signatures. It runs for every held message,
+// whatever the rescue mode, so that the decision line tells replay what
+// spf_fail_rescue: dmarc would do.
+func (s *session) checkDMARC() {
+	msg := s.msg
+	s.startDMARC()
+	dc, l := msg.dmarc, msg.dmarcLookup
+	if l == nil {
+		return
+	}
+	t := time.NewTimer(msg.rt.cfg.StageBudget.D())
+	select {
+	case <-l.done:
+		dc.rec, dc.err = l.rec, l.err
+	case <-t.C:
+		dc.err = fmt.Errorf("%w: no answer within the stage budget", dmarc.ErrTemporary)
+	}
+	t.Stop()
+	l.cancel()
 	if dc.rec == nil {
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/d--j/go-milter"
 
@@ -290,5 +291,27 @@ func TestReplayAnswersWhatDMARCWouldHaveDone(t *testing.T) {
 	d, _ := filter.ParseDecision([]byte(old))
 	if _, err := rp.Replay(d); err == nil || !strings.Contains(err.Error(), "lacks") {
 		t.Errorf("an old line under dmarc: %v, want unreplayable", err)
+	}
+}
+
+// TestDMARCLookupBoundedByTheBudget: a DMARC server that never answers
+// costs end of message at most the stage budget, and the message is
+// deferred, not refused.
+func TestDMARCLookupBoundedByTheBudget(t *testing.T) {
+	dr := newDMARCRig(t, nil)
+	dr.dns.Drop("_dmarc.silent.test")
+	s := dr.session("192.0.2.10")
+	dr.want(s.Mail("bounces@fail.test", ""))
+	dr.want(s.Rcpt("u@example.test", ""))
+	start := time.Now()
+	_, act := send(t, s, fromMessage("news@silent.test"))
+	took := time.Since(start)
+	if act.Type != milter.ActionRejectWithCode || act.SMTPCode != 451 || !strings.Contains(act.SMTPReply, "4.7.24") {
+		t.Fatalf("end of message: %s, want 451 4.7.24", act)
+	}
+	// The rig's budget is 500ms: the lookup starts at the end of the
+	// header section, end of message waits for what is left of it.
+	if took > 1500*time.Millisecond {
+		t.Errorf("the message took %v with a silent DMARC server; budget 500ms", took)
 	}
 }

@@ -60,9 +60,10 @@ type message struct {
 	sigs       []dkim.Signature // a held message's signatures, as verified
 	// froms are a held message's From field values (at most two kept,
 	// each bounded) and fromCount how many there were: DMARC's author.
-	froms     []string
-	fromCount int
-	dmarc     *dmarcCheck // what DMARC says of a held message
+	froms       []string
+	fromCount   int
+	dmarc       *dmarcCheck // what DMARC says of a held message
+	dmarcLookup *dmarcLookup
 	// quarantine, when set, is the reason a held message is accepted
 	// into the MTA's quarantine (DMARC p=quarantine).
 	quarantine string
@@ -339,9 +340,13 @@ func (s *session) Header(name, value string, m milter.Modifier) (*milter.Respons
 // maxForged bounds the forged fields we remember (and remove) per message.
 const maxForged = 100
 
-func (s *session) Headers(m milter.Modifier) (*milter.Response, error) {
+func (s *session) Headers(m milter.Modifier) (resp *milter.Response, err error) {
+	defer s.recoverTo(&resp, &err)
 	if s.msg != nil {
 		s.noteQueueID(m)
+		if s.msg.mode.held() {
+			s.startDMARC() // the From field is known: look its policy up while the body streams
+		}
 	}
 	return respContinue, nil
 }
@@ -451,6 +456,7 @@ func (s *session) Abort(m milter.Modifier) error {
 func (s *session) endMessage(end string) {
 	s.logDecision(end)
 	s.msg.endDKIM()
+	s.msg.endDMARC()
 	s.msg = nil
 }
 
