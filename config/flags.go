@@ -54,16 +54,9 @@ func (v *flagValue) Set(s string) error {
 }
 
 // BindFlags defines one flag per setting on fs.
-func BindFlags(fs *flag.FlagSet) *Overrides { return BindFlagsFor(fs, nil) }
-
-// BindFlagsFor defines the flags of the settings use accepts (nil: all):
-// a command binds those it reads.
-func BindFlagsFor(fs *flag.FlagSet, use func(name string) bool) *Overrides {
+func BindFlags(fs *flag.FlagSet) *Overrides {
 	o := &Overrides{defs: map[string]flagDef{}}
 	for _, d := range flagDefs() {
-		if use != nil && !use(d.name) {
-			continue
-		}
 		o.defs[d.name] = d
 		fs.Var(&flagValue{o: o, name: d.name, def: d}, d.name, d.usage)
 	}
@@ -105,11 +98,15 @@ func FlagSection(name string) string {
 }
 
 // PrintFlags writes fs's flags as the flag package would, grouped: the
-// command's own first, then each YAML section's settings.
-func PrintFlags(fs *flag.FlagSet, w io.Writer) {
+// command's own first, then each YAML section's settings, of those show
+// accepts (nil: all).
+func PrintFlags(fs *flag.FlagSet, w io.Writer, show func(name string) bool) {
 	groups := map[string][]*flag.Flag{}
 	fs.VisitAll(func(f *flag.Flag) {
 		sec := FlagSection(f.Name)
+		if sec != "" && show != nil && !show(f.Name) {
+			return
+		}
 		groups[sec] = append(groups[sec], f)
 	})
 	print := func(title string, list []*flag.Flag) {

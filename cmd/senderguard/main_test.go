@@ -69,7 +69,10 @@ func TestCommands(t *testing.T) {
 		{[]string{"probe", "-h"}, 0, "callout settings:\n  -callout-allow-private"},
 		{[]string{"spf", "-h"}, 0, "dns settings:"},
 		{[]string{"serve", "-h"}, 0, "actions settings:\n  -action-callout-catch-all"},
-		{[]string{"probe", "-action-spf-mailfrom-fail", "accept", "a@b.example"}, 2, "flag provided but not defined: -action-spf-mailfrom-fail"},
+		// A setting the command does not read is still accepted (scripts
+		// pass the service's flags), with a warning.
+		{[]string{"probe", "-config", site, "-callout-helo", "probe.example", "-action-spf-mailfrom-fail", "accept", "u@example.test"}, 0,
+			"senderguard probe: warning: -action-spf-mailfrom-fail is not a setting probe reads; ignored"},
 		{[]string{"serve", "-dry-run", "version"}, 2, "unexpected argument \"version\""},
 		{[]string{"frobnicate"}, 2, "unknown command"},
 	}

@@ -79,7 +79,9 @@ func configFlagSet(name string, args []string, bind func(*flag.FlagSet), positio
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	p := fs.String("config", "", "YAML config file (default: embedded defaults)")
 	cmd := commands[name]
-	ov = config.BindFlagsFor(fs, cmd.uses)
+	// Every setting is a flag of every command (scripts pass the service's
+	// flags to spf and probe too); -h lists those the command reads.
+	ov = config.BindFlags(fs)
 	if bind != nil {
 		bind(fs)
 	}
@@ -88,13 +90,20 @@ func configFlagSet(name string, args []string, bind func(*flag.FlagSet), positio
 		if cmd.uses != nil {
 			fmt.Fprintln(fs.Output(), "\nThe settings below are those this command reads; \"senderguard serve -h\" lists them all.")
 		}
-		config.PrintFlags(fs, fs.Output())
+		config.PrintFlags(fs, fs.Output(), cmd.uses)
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil, "", nil, nil, 0
 		}
 		return nil, "", nil, nil, 2
+	}
+	if cmd.uses != nil {
+		fs.Visit(func(f *flag.Flag) {
+			if config.FlagSection(f.Name) != "" && !cmd.uses(f.Name) {
+				fmt.Fprintf(os.Stderr, "senderguard %s: warning: -%s is not a setting %s reads; ignored\n", name, f.Name, name)
+			}
+		})
 	}
 	if fs.NArg() > 0 && !positional {
 		// "IMAGE version" against an entrypoint that says serve would
