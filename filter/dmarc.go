@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"strings"
 	"time"
@@ -253,25 +254,24 @@ func dmarcResinfo(msg *message) string {
 	return ""
 }
 
-// dmarcAttrs are the decision line's DMARC facts (what replay needs).
-func (dc *dmarcCheck) attrs() []string {
-	var kv []string
+// attrs appends the decision line's DMARC facts (what replay needs).
+func (dc *dmarcCheck) attrs(attrs []slog.Attr) []slog.Attr {
 	if dc.fromErr != nil {
-		return append(kv, "header_from_problem", dc.fromErr.Error())
+		return append(attrs, slog.String("header_from_problem", dc.fromErr.Error()))
 	}
-	kv = append(kv, "header_from", dc.from)
+	attrs = append(attrs, slog.String("header_from", dc.from))
 	switch {
 	case dc.rec != nil:
-		kv = append(kv, "dmarc", dc.result, "dmarc_policy", dc.rec.Comment(), "dmarc_domain", dc.rec.Domain)
+		attrs = append(attrs, slog.String("dmarc", dc.result), slog.String("dmarc_policy", dc.rec.Comment()), slog.String("dmarc_domain", dc.rec.Domain))
 		if dc.disposition != "" {
-			kv = append(kv, "dmarc_disposition", string(dc.disposition))
+			attrs = append(attrs, slog.String("dmarc_disposition", string(dc.disposition)))
 		}
 	case errors.Is(dc.err, dmarc.ErrTemporary):
-		kv = append(kv, "dmarc", "temperror")
+		attrs = append(attrs, slog.String("dmarc", "temperror"))
 	case dc.err != nil:
-		kv = append(kv, "dmarc", "none")
+		attrs = append(attrs, slog.String("dmarc", "none"))
 	}
-	return kv
+	return attrs
 }
 
 // sigList renders verified signatures for the decision line:

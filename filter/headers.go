@@ -30,8 +30,10 @@ func (s *session) headers() []header {
 		}
 		hs = append(hs, header{"Received-SPF", f.SPFMail.ReceivedSPF(receiver, s.conn.helo)})
 	}
-	if ar := authResults(rt.authservID, f, msg.rescue, dmarcResinfo(msg)); ar != "" && rt.authResults {
-		hs = append(hs, header{"Authentication-Results", ar})
+	if rt.authResults {
+		if ar := authResults(rt.authservID, f, msg.rescue, dmarcResinfo(msg)); ar != "" {
+			hs = append(hs, header{"Authentication-Results", ar})
+		}
 	}
 	if msg.quarantine != "" {
 		hs = append(hs, header{QuarantineHeader, msg.quarantine})

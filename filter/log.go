@@ -117,10 +117,7 @@ func (msg *message) checkAttrs(attrs []slog.Attr) []slog.Attr {
 		attrs = append(attrs, slog.String("dkim", sigList(msg.sigs)))
 	}
 	if dc := msg.dmarc; dc != nil {
-		kv := dc.attrs()
-		for i := 0; i+1 < len(kv); i += 2 {
-			attrs = append(attrs, slog.String(kv[i], kv[i+1]))
-		}
+		attrs = dc.attrs(attrs)
 	}
 	return attrs
 }

@@ -215,8 +215,6 @@ func dropSentence(s, mark string) string {
 	end := len(s)
 	if j := strings.Index(s[i:], ". "); j >= 0 {
 		end = i + j + 1
-	} else if strings.HasSuffix(s, ".") && start > 0 {
-		end = len(s)
 	}
 	return strings.TrimSpace(s[:start] + s[end:])
 }

@@ -181,7 +181,7 @@ func (s *session) rcptVerdict(domain string) *milter.Response {
 	v, held := s.judge(pol)
 	if held {
 		mode := pol.holdMode()
-		r := s.join(mode, &v, pol)
+		r := s.join(mode, &v)
 		if r == respContinue && len(msg.outcomes) < maxOutcomes {
 			outcome := ":held"
 			if mode == modeHeldDMARCDry {
@@ -201,7 +201,7 @@ func (s *session) rcptVerdict(domain string) *milter.Response {
 	}
 	pol.count(s.f.deps.Metrics, action)
 	if v.Action == config.Accept || pol.dryRun {
-		return s.join(modePlain, nil, nil)
+		return s.join(modePlain, nil)
 	}
 	if v.severity() > msg.verdict.severity() {
 		msg.verdict, msg.applied = v, "rcpt"
@@ -226,7 +226,7 @@ func (msg *message) wouldRefuse(v Verdict, stage string, pol *rcptPolicy, domain
 		msg.wouldBe, msg.wouldStage = v, stage
 	}
 	w := "would-" + string(v.Action) + " (" + v.Reply() + ")"
-	if pol != msg.rt.recipients.def && domain != "" {
+	if pol != msg.rt.recipients.def {
 		w += " for " + domain
 	}
 	msg.noteWould(w)

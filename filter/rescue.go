@@ -104,7 +104,7 @@ func decide(pol *rcptPolicy, msg *message, canHold bool) (v Verdict, held bool) 
 
 // join puts a recipient into the transaction, or asks for a transaction
 // of its own when it would get another verdict than those before it.
-func (s *session) join(mode txMode, held *Verdict, pol *rcptPolicy) *milter.Response {
+func (s *session) join(mode txMode, held *Verdict) *milter.Response {
 	msg := s.msg
 	if msg.mode != modeNone && msg.mode != mode {
 		s.f.deps.Metrics.SeparateTransactions.Inc()
@@ -112,7 +112,7 @@ func (s *session) join(mode txMode, held *Verdict, pol *rcptPolicy) *milter.Resp
 	}
 	msg.mode = mode
 	if held != nil && msg.held == nil {
-		msg.held, msg.heldPol = held, pol
+		msg.held = held
 	}
 	return respContinue
 }

@@ -52,8 +52,7 @@ type message struct {
 	// a held SPF fail that a DKIM signature may rescue at end of message.
 	mode       txMode
 	held       *Verdict
-	heldPol    *rcptPolicy // the policy of the first held recipient
-	forwarder  string      // why the client is a trusted forwarder, "" if not
+	forwarder  string // why the client is a trusted forwarder, "" if not
 	dkim       *dkim.Check
 	dkimCancel context.CancelFunc
 	rescue     *rescue
@@ -302,7 +301,7 @@ func (s *session) RcptTo(rcpt, esmtpArgs string, m milter.Modifier) (resp *milte
 	local := strings.ToLower(localPart(rcpt))
 	for _, r := range msg.rt.cfg.AlwaysAcceptRecipients {
 		if strings.EqualFold(r, local) || strings.EqualFold(r, rcpt) {
-			return s.join(modePlain, nil, nil), nil
+			return s.join(modePlain, nil), nil
 		}
 	}
 	return s.rcptVerdict(domain), nil
@@ -388,7 +387,8 @@ func (s *session) EndOfMessage(m milter.Modifier) (resp *milter.Response, err er
 		if msg.mode == modeHeldDMARCDry {
 			// Dry-run: what the policy decided is noted, not done.
 			if v.Action != config.Accept {
-				msg.wouldRefuse(v, "eom", msg.heldPol, "")
+				// One verdict for the transaction, whoever its recipients.
+				msg.wouldRefuse(v, "eom", msg.rt.recipients.def, "")
 			}
 			if msg.quarantine != "" {
 				msg.noteWould("would-quarantine (" + msg.quarantine + ")")

@@ -180,25 +180,22 @@ func ClassifyRcpt(rep *Reply) (c Class, ruleName string, refused bool) {
 	return classify(rcptRules, rep)
 }
 
-// recallRule is the rule that reads an ambiguous refusal (rule name) as
-// not-exists once postmaster@ was accepted; "" when the rule is not
-// ambiguous.
-func recallRule(name string) string {
-	for i := range rcptRules {
-		if rcptRules[i].name == name {
-			return rcptRules[i].recall
-		}
-	}
-	return ""
+func classify(rules []rule, rep *Reply) (Class, string, bool) {
+	r := match(rules, rep)
+	return r.class, r.name, r.refused
 }
 
-func classify(rules []rule, rep *Reply) (Class, string, bool) {
+// unmatched reads a reply no rule reads.
+var unmatched = rule{name: "unmatched", class: Unknown}
+
+// match is the first rule that reads rep, unmatched when none does.
+func match(rules []rule, rep *Reply) *rule {
 	for i := range rules {
 		if rules[i].matches(rep) {
-			return rules[i].class, rules[i].name, rules[i].refused
+			return &rules[i]
 		}
 	}
-	return Unknown, "unmatched", false
+	return &unmatched
 }
 
 func (r *rule) matches(rep *Reply) bool {

@@ -460,9 +460,10 @@ func (d *dialog) ask(a Address) *Result {
 	}
 	r := d.r
 	r.Step, r.Reply = "rcpt", rep
-	r.Class, r.Rule, r.refused = ClassifyRcpt(rep)
-	if recall := recallRule(r.Rule); recall != "" && !strings.EqualFold(a.Local, "postmaster") {
-		d.askPostmaster(a, recall)
+	rule := match(rcptRules, rep)
+	r.Class, r.Rule, r.refused = rule.class, rule.name, rule.refused
+	if rule.recall != "" && !strings.EqualFold(a.Local, "postmaster") {
+		d.askPostmaster(a, rule.recall)
 	}
 	if r.Class == Exists && rep.Code < 300 && d.p.CatchAllTest {
 		if rr, _, err := d.c.cmd("RCPT TO:<" + randomLocal() + "@" + a.Domain + ">"); err == nil && rr.Code >= 200 && rr.Code < 300 {

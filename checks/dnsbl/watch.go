@@ -53,7 +53,6 @@ type Watch struct {
 	state  map[key]Result // the last known result of each address and zone
 	listed []Result       // the listings, sorted; non-empty pauses
 	paused bool
-	rounds int
 }
 
 type key struct {
@@ -115,13 +114,6 @@ func (w *Watch) Listings() []Result {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return slices.Clone(w.listed)
-}
-
-// Rounds is how many checks have completed.
-func (w *Watch) Rounds() int {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.rounds
 }
 
 // Check runs one round: every watched address on every zone, each from
@@ -194,7 +186,6 @@ func (w *Watch) one(ctx context.Context, a netip.Addr, zone string) Result {
 func (w *Watch) update(results []Result) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	w.rounds++
 	// The state is this round's: an address no longer watched (and not
 	// listed) is forgotten; a failed lookup keeps what was known.
 	state := make(map[key]Result, len(results))

@@ -53,6 +53,14 @@ func newQuerier(c config.DNS, m *dnsHooks) (*resolver.Cached, error) {
 // the cache drops the rest of a TXT answer.
 func keepTXT(t string) bool { return spf.IsRecord(t) || dmarc.IsRecord(t) }
 
+// gauge is a boolean as a gauge's value: 1 or 0.
+func gauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
 // dnsHooks feed resolver events to metrics.
 type dnsHooks struct {
 	onQuery  func(qtype uint16, outcome string, d time.Duration)
@@ -67,11 +75,7 @@ func metricHooks(m *metrics.Metrics) *dnsHooks {
 			m.DNSDuration.Observe(d.Seconds())
 		},
 		serverUp: func(server string, up bool) {
-			v := 0.0
-			if up {
-				v = 1
-			}
-			m.DNSServerUp.WithLabelValues(server).Set(v)
+			m.DNSServerUp.WithLabelValues(server).Set(gauge(up))
 		},
 		cache: cacheHooks(m, "dns"),
 	}
@@ -132,9 +136,7 @@ func newVerifier(cfg *config.Config, q resolver.Querier, m *metrics.Metrics, log
 	}
 	stopWatch := func() {}
 	if w := newWatch(cfg, q, store, watchAddresses(co, sources, logger), m, logger); w != nil {
-		if co.PauseWhenListed {
-			p.Pause = w
-		}
+		p.Pause = w // paused only with pause_when_listed (the watch's Pause)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		w.Check(ctx) // at start, before the first probe
 		cancel()
@@ -204,18 +206,10 @@ func newWatch(cfg *config.Config, q resolver.Querier, store cache.Store, addrs f
 		Zones: co.Blocklists, Interval: co.BlocklistInterval.D(), Addresses: addrs, Pause: co.PauseWhenListed,
 	}, dnsbl.WatchHooks{
 		Listed: func(addr, zone string, listed bool) {
-			v := 0.0
-			if listed {
-				v = 1
-			}
-			m.SourceListed.WithLabelValues(addr, zone).Set(v)
+			m.SourceListed.WithLabelValues(addr, zone).Set(gauge(listed))
 		},
 		Paused: func(paused bool) {
-			v := 0.0
-			if paused {
-				v = 1
-			}
-			m.ProbesPaused.Set(v)
+			m.ProbesPaused.Set(gauge(paused))
 		},
 	}, logger)
 }
@@ -238,11 +232,7 @@ func newStore(cfg *config.Config, m *metrics.Metrics, logger *slog.Logger) (cach
 	}
 	shared := cache.NewShared(func() (*cache.Redis, error) { return cache.NewRedis(opts) }, local, cache.SharedHooks{
 		Up: func(up bool) {
-			v := 0.0
-			if up {
-				v = 1
-			}
-			m.StoreUp.WithLabelValues().Set(v)
+			m.StoreUp.WithLabelValues().Set(gauge(up))
 		},
 		Error: func(kind string) { m.StoreErrors.WithLabelValues(kind).Inc() },
 	}, logger)
