@@ -186,7 +186,9 @@ func (s *session) dmarcEnd() (v Verdict, decided bool) {
 			Text: fmt.Sprintf("SPF fail, and no DKIM signature aligned with %s: its DMARC policy is %s", replyText(dc.from), rec.Applied())}, true
 	case dmarc.Quarantine:
 		s.endRescue(&rescue{outcome: "quarantined", by: rescueDMARC, why: why})
-		msg.quarantine = fmt.Sprintf("DMARC p=quarantine of %s: SPF fail and no aligned DKIM signature", dc.from)
+		// The record as published: "p=quarantine", or "p=reject pct=30"
+		// whose sample left this message to the milder policy.
+		msg.quarantine = fmt.Sprintf("DMARC %s of %s: SPF fail and no aligned DKIM signature", rec.Comment(), dc.from)
 		return accept, true
 	}
 	s.endRescue(&rescue{outcome: "accepted", by: rescueDMARC, why: why})

@@ -128,7 +128,8 @@ func TestDMARCDecidesHeldSPFFails(t *testing.T) {
 			[]string{`rescued_by="dmarc d=mail.org.test s=n"`}},
 		{"strict alignment refuses a parent's signature", dr.brand.Sign(t, fromMessage("news@x.strict.test")), 0, 550, "5.7.1", "", false, nil},
 		{"pct=30, sampled in", fromMessage("news@pct.test"), 29, 550, "5.7.1", "", false, []string{"dmarc_disposition=reject"}},
-		{"pct=30, sampled out: the next milder policy", fromMessage("news@pct.test"), 30, 0, "", "dmarc=fail (p=reject pct=30 dis=quarantine)", true, nil},
+		{"pct=30, sampled out: the next milder policy", fromMessage("news@pct.test"), 30, 0, "", "dmarc=fail (p=reject pct=30 dis=quarantine)", true,
+			[]string{"spf_fail_rescue=quarantined", "dmarc_disposition=quarantine"}},
 		{"no policy: the DKIM rescue decides (refused)", fromMessage("news@nopolicy.test"), 0, 550, "5.7.23", "", false,
 			[]string{`rescue_failed="no DKIM signature"`, "dmarc=none"}},
 		{"no policy: the DKIM rescue decides (rescued)", dr.key.Sign(t, fromMessage("news@nopolicy.test")), 0, 0, "", "dmarc=none header.from=nopolicy.test", false,
@@ -158,7 +159,11 @@ func TestDMARCDecidesHeldSPFFails(t *testing.T) {
 			} else if act.Type != milter.ActionRejectWithCode || int(act.SMTPCode) != tc.code || !strings.Contains(act.SMTPReply, tc.reply) {
 				t.Fatalf("end of message: %s, want %d %s", act, tc.code, tc.reply)
 			}
-			if q := quarantined(mods); (q != "") != tc.quar || (tc.quar && !strings.Contains(added(mods, filter.QuarantineHeader), "DMARC p=quarantine")) {
+			policy := "DMARC p=quarantine" // the record as published
+			if strings.HasPrefix(tc.name, "pct=30") {
+				policy = "DMARC p=reject pct=30"
+			}
+			if q := quarantined(mods); (q != "") != tc.quar || (tc.quar && !strings.Contains(added(mods, filter.QuarantineHeader), policy)) {
 				t.Errorf("quarantine %q, header %q; want quarantined=%v", q, added(mods, filter.QuarantineHeader), tc.quar)
 			}
 			if !lineWith(dr.log.String(), append([]string{"msg=decision", "sender=bounces@fail.test"}, tc.line...)...) {
@@ -313,5 +318,18 @@ func TestDMARCLookupBoundedByTheBudget(t *testing.T) {
 	// header section, end of message waits for what is left of it.
 	if took > 1500*time.Millisecond {
 		t.Errorf("the message took %v with a silent DMARC server; budget 500ms", took)
+	}
+}
+
+// TestQuarantineNamesThePublishedPolicy: a message that pct= left to the
+// milder policy is quarantined under the record as published, never
+// under a "p=quarantine" its owner did not write.
+func TestQuarantineNamesThePublishedPolicy(t *testing.T) {
+	dr := newDMARCRig(t, nil)
+	dr.draw.Store(30)
+	mods, _ := dr.run(t, fromMessage("news@pct.test"))
+	want := "DMARC p=reject pct=30 of pct.test: SPF fail and no aligned DKIM signature"
+	if q, h := quarantined(mods), added(mods, filter.QuarantineHeader); q != want || h != want {
+		t.Errorf("quarantine %q, header %q; want %q", q, h, want)
 	}
 }
